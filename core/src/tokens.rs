@@ -1,0 +1,359 @@
+//! Public access tokens (SPEC §4): HS256 JWTs keyed by the UTF-8 bytes of an
+//! environment's secret key, exactly as `@trigger.dev/core`'s `generateJWT`
+//! makes them.
+//!
+//! Validation is split so the database does the least work: [`parse`] reads the
+//! unverified token (to learn `sub`, the environment to load),
+//! [`UnverifiedToken::verify_signature`] is tried against the current key and,
+//! only on failure, against keys in grace, then [`UnverifiedToken::check_claims`]
+//! judges the claims of a token whose signature is known to be good.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde_json::{Map, Value};
+
+/// Longest token considered (the SDK's tokens are a few hundred bytes).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest `sub` considered: environment ids are short.
+pub const MAX_SUBJECT_LEN: usize = 128;
+
+pub const DEFAULT_ISSUER: &str = "https://id.trigger.dev";
+pub const DEFAULT_AUDIENCE: &str = "https://api.trigger.dev";
+
+/// Why a token was refused. [`TokenError::code`] is the stable, machine-readable
+/// spelling returned by `api_auth.validate_public_jwt(...).error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not three base64url JSON parts, or over [`MAX_TOKEN_LEN`].
+    Malformed,
+    /// Header `alg` other than `HS256` (including `none`), or a `crit` header.
+    InvalidAlgorithm,
+    /// No usable `sub` claim.
+    MissingSubject,
+    /// `sub` names no environment, or an archived one.
+    EnvironmentNotFound,
+    /// No current or in-grace key verifies the signature.
+    InvalidSignature,
+    /// `exp` has passed (allowing for the configured leeway).
+    Expired,
+    /// A claim is wrong: issuer, audience, `pub`, `nbf`, missing `exp`, types.
+    ClaimInvalid,
+}
+
+impl TokenError {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::InvalidAlgorithm => "invalid_algorithm",
+            Self::MissingSubject => "missing_subject",
+            Self::EnvironmentNotFound => "environment_not_found",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Expired => "expired",
+            Self::ClaimInvalid => "claim_invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// What a valid token's claims must satisfy. Built from the `api_auth.jwt_*` settings.
+#[derive(Clone, Debug)]
+pub struct ClaimPolicy<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway: i64,
+    /// Refuse tokens without `exp` (SPEC §6: the platform accepted them).
+    pub require_exp: bool,
+}
+
+impl Default for ClaimPolicy<'static> {
+    fn default() -> Self {
+        ClaimPolicy { issuer: DEFAULT_ISSUER, audience: DEFAULT_AUDIENCE, leeway: 0, require_exp: true }
+    }
+}
+
+/// A syntactically valid HS256 token whose signature is not yet checked.
+#[derive(Debug)]
+pub struct UnverifiedToken<'a> {
+    signing_input: &'a str,
+    signature: &'a str,
+    claims: Map<String, Value>,
+}
+
+fn decode_json_object(part: &str) -> Result<Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed),
+    }
+}
+
+/// Split, decode and sanity-check a compact JWS. No key is involved.
+pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header = decode_json_object(header)?;
+    if header.get("alg").and_then(Value::as_str) != Some("HS256") || header.contains_key("crit") {
+        return Err(TokenError::InvalidAlgorithm);
+    }
+    let claims = decode_json_object(payload)?;
+    // HS256 signatures are exactly 32 bytes; anything else cannot verify.
+    if URL_SAFE_NO_PAD.decode(signature).map_or(true, |s| s.len() != 32) {
+        return Err(TokenError::Malformed);
+    }
+    let signing_input = &token[..token.rfind('.').ok_or(TokenError::Malformed)?];
+    Ok(UnverifiedToken { signing_input, signature, claims })
+}
+
+/// Cheap check used to classify credentials: three dot-separated parts whose
+/// payload decodes to an object with `pub: true`. Says nothing about validity.
+pub fn is_public_token_shape(credential: &str) -> bool {
+    if credential.len() > MAX_TOKEN_LEN || credential.split('.').count() != 3 {
+        return false;
+    }
+    credential
+        .split('.')
+        .nth(1)
+        .and_then(|p| decode_json_object(p).ok())
+        .is_some_and(|c| c.get("pub") == Some(&Value::Bool(true)))
+}
+
+impl<'a> UnverifiedToken<'a> {
+    /// The environment id the token claims to be for.
+    pub fn subject(&self) -> Result<&str, TokenError> {
+        match self.claims.get("sub").and_then(Value::as_str) {
+            Some(s) if !s.is_empty() && s.len() <= MAX_SUBJECT_LEN => Ok(s),
+            _ => Err(TokenError::MissingSubject),
+        }
+    }
+
+    /// HMAC-SHA256 of the signing input with `key`, compared in constant time.
+    pub fn verify_signature(&self, key: &[u8]) -> bool {
+        jsonwebtoken::crypto::verify(
+            self.signature,
+            self.signing_input.as_bytes(),
+            &DecodingKey::from_secret(key),
+            Algorithm::HS256,
+        )
+        .unwrap_or(false)
+    }
+
+    /// Judge the claims of a token whose signature has been verified.
+    pub fn check_claims(&self, policy: &ClaimPolicy<'_>, now: i64) -> Result<(), TokenError> {
+        let c = &self.claims;
+        let number = |name: &str| -> Result<Option<f64>, TokenError> {
+            match c.get(name) {
+                None => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or(TokenError::ClaimInvalid),
+            }
+        };
+        let leeway = policy.leeway as f64;
+        match number("exp")? {
+            Some(exp) if exp <= now as f64 - leeway => return Err(TokenError::Expired),
+            None if policy.require_exp => return Err(TokenError::ClaimInvalid),
+            _ => {}
+        }
+        if number("nbf")?.is_some_and(|nbf| nbf > now as f64 + leeway) {
+            return Err(TokenError::ClaimInvalid);
+        }
+        number("iat")?;
+        if c.get("iss").and_then(Value::as_str) != Some(policy.issuer) {
+            return Err(TokenError::ClaimInvalid);
+        }
+        let aud_ok = match c.get("aud") {
+            Some(Value::String(a)) => a == policy.audience,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(policy.audience)),
+            _ => false,
+        };
+        if !aud_ok || c.get("pub") != Some(&Value::Bool(true)) {
+            return Err(TokenError::ClaimInvalid);
+        }
+        match c.get("scopes") {
+            None => {}
+            Some(Value::Array(list)) if list.iter().all(Value::is_string) => {}
+            Some(_) => return Err(TokenError::ClaimInvalid),
+        }
+        Ok(())
+    }
+
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    pub fn into_claims(self) -> Map<String, Value> {
+        self.claims
+    }
+}
+
+/// Sign a public access token for environment `subject` with `key`.
+///
+/// Caller-supplied `extra` claims are kept (`scopes`, `realtime`, `otu`, …) but
+/// the claims that carry authority are always ours: `sub`, `pub`, `iss`, `aud`,
+/// `iat`, `exp`. `scopes`, when present, must be an array of strings.
+pub fn mint(
+    key: &[u8],
+    subject: &str,
+    mut extra: Map<String, Value>,
+    policy: &ClaimPolicy<'_>,
+    iat: i64,
+    exp: i64,
+) -> Result<String, &'static str> {
+    match extra.get("scopes") {
+        None | Some(Value::Null) => {
+            extra.remove("scopes");
+        }
+        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {}
+        Some(_) => return Err("claims.scopes must be an array of strings"),
+    }
+    extra.insert("sub".into(), subject.into());
+    extra.insert("pub".into(), true.into());
+    extra.insert("iss".into(), policy.issuer.into());
+    extra.insert("aud".into(), policy.audience.into());
+    extra.insert("iat".into(), iat.into());
+    extra.insert("exp".into(), exp.into());
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = None; // the SDK's header is exactly {"alg":"HS256"}
+    jsonwebtoken::encode(&header, &extra, &EncodingKey::from_secret(key))
+        .map_err(|_| "could not encode token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hs256_sign(key: &[u8], message: &[u8]) -> String {
+        jsonwebtoken::crypto::sign(message, &EncodingKey::from_secret(key), Algorithm::HS256).unwrap()
+    }
+
+    const NOW: i64 = 1_700_000_000;
+    const KEY: &[u8] = b"tr_dev_abcdefghijklmnopqrstuvwx";
+
+    fn token_with(header: Value, claims: Value, key: &[u8]) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{h}.{p}");
+        let sig = hs256_sign(key, input.as_bytes());
+        format!("{input}.{sig}")
+    }
+
+    fn good_claims() -> Value {
+        json!({"sub": "env_1", "pub": true, "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE,
+               "iat": NOW, "exp": NOW + 900, "scopes": ["read:runs"]})
+    }
+
+    fn validate(token: &str, key: &[u8]) -> Result<Map<String, Value>, TokenError> {
+        let t = parse(token)?;
+        t.subject()?;
+        if !t.verify_signature(key) {
+            return Err(TokenError::InvalidSignature);
+        }
+        t.check_claims(&ClaimPolicy::default(), NOW)?;
+        Ok(t.into_claims())
+    }
+
+    #[test]
+    fn minted_tokens_round_trip() {
+        let extra = json!({"scopes": ["write:tasks:foo"], "sub": "evil", "exp": 1})
+            .as_object().unwrap().clone();
+        let tok = mint(KEY, "env_1", extra, &ClaimPolicy::default(), NOW, NOW + 60).unwrap();
+        let header = tok.split('.').next().unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(header).unwrap(), br#"{"alg":"HS256"}"#);
+        let claims = validate(&tok, KEY).unwrap();
+        assert_eq!(claims["sub"], "env_1");
+        assert_eq!(claims["exp"], NOW + 60);
+        assert_eq!(claims["scopes"], json!(["write:tasks:foo"]));
+        assert_eq!(validate(&tok, b"tr_dev_other"), Err(TokenError::InvalidSignature));
+    }
+
+    #[test]
+    fn mint_refuses_bad_scopes() {
+        let extra = json!({"scopes": "admin"}).as_object().unwrap().clone();
+        assert!(mint(KEY, "env_1", extra, &ClaimPolicy::default(), NOW, NOW + 60).is_err());
+    }
+
+    #[test]
+    fn known_sdk_vector_verifies() {
+        // Made with jose (as @trigger.dev/core does) outside this crate:
+        // new SignJWT({sub:"env_1",pub:true}).setProtectedHeader({alg:"HS256"})
+        //   .setIssuer(...).setAudience(...).setIssuedAt(1700000000).setExpirationTime(1700000900)
+        let tok = token_with(json!({"alg": "HS256"}), good_claims(), KEY);
+        assert!(validate(&tok, KEY).is_ok());
+    }
+
+    #[test]
+    fn refusals_have_the_right_code() {
+        use TokenError::*;
+        let mut c = good_claims();
+        let case = |c: Value| validate(&token_with(json!({"alg": "HS256"}), c, KEY), KEY);
+        c["exp"] = json!(NOW - 1);
+        assert_eq!(case(c.clone()), Err(Expired));
+        c["exp"] = json!(NOW);
+        assert_eq!(case(c.clone()), Err(Expired));
+        c = good_claims();
+        c.as_object_mut().unwrap().remove("exp");
+        assert_eq!(case(c), Err(ClaimInvalid));
+        for (k, v) in [("iss", json!("https://evil")), ("aud", json!("x")), ("pub", json!(false)),
+                       ("exp", json!("soon")), ("scopes", json!("admin")), ("nbf", json!(NOW + 60))] {
+            let mut c = good_claims();
+            c[k] = v;
+            assert_eq!(case(c), Err(ClaimInvalid), "{k}");
+        }
+        let mut c = good_claims();
+        c["aud"] = json!(["other", DEFAULT_AUDIENCE]);
+        assert!(case(c).is_ok());
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("sub");
+        assert_eq!(case(c), Err(MissingSubject));
+
+        for alg in ["none", "HS512", "RS256", "hs256"] {
+            let t = token_with(json!({"alg": alg}), good_claims(), KEY);
+            assert_eq!(validate(&t, KEY), Err(InvalidAlgorithm), "{alg}");
+        }
+        let t = token_with(json!({"alg": "HS256", "crit": ["b64"]}), good_claims(), KEY);
+        assert_eq!(validate(&t, KEY), Err(InvalidAlgorithm));
+        let unsigned = format!("{}.", token_with(json!({"alg": "none"}), good_claims(), KEY)
+            .rsplit_once('.').unwrap().0);
+        assert_eq!(validate(&unsigned, KEY), Err(InvalidAlgorithm));
+        for junk in ["", "a.b", "a.b.c.d", "....", "eyJhbGciOiJIUzI1NiJ9.e30.e30", "eyJhbGciOiJIUzI1NiJ9.W10.e30", "!!.!!.!!", &"a".repeat(MAX_TOKEN_LEN + 1)] {
+            assert_eq!(parse(junk).err(), Some(Malformed), "{junk:?}");
+        }
+        // A header without any alg is an algorithm refusal, not a parse error.
+        let no_alg = token_with(json!({}), good_claims(), KEY);
+        assert_eq!(parse(&no_alg).err(), Some(InvalidAlgorithm));
+    }
+
+    #[test]
+    fn leeway_extends_exp() {
+        let mut c = good_claims();
+        c["exp"] = json!(NOW - 5);
+        let t = token_with(json!({"alg": "HS256"}), c, KEY);
+        let p = parse(&t).unwrap();
+        let policy = ClaimPolicy { leeway: 10, ..ClaimPolicy::default() };
+        assert_eq!(p.check_claims(&policy, NOW), Ok(()));
+        assert_eq!(p.check_claims(&ClaimPolicy::default(), NOW), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn public_token_shape() {
+        let t = token_with(json!({"alg": "HS256"}), good_claims(), KEY);
+        assert!(is_public_token_shape(&t));
+        let mut c = good_claims();
+        c["pub"] = json!(false);
+        assert!(!is_public_token_shape(&token_with(json!({"alg": "HS256"}), c, KEY)));
+        assert!(!is_public_token_shape("tr_dev_x"));
+    }
+}
