@@ -1,0 +1,37 @@
+//! api_auth: API-key authentication inside PostgreSQL.
+//!
+//! One module per concept of the SPEC:
+//! - [`keys`]: environments and their key formats (`create_environment`, `mask_api_key`)
+//! - [`lookup`]: find environment by API key, with the grace fallback
+//! - [`rotation`]: `rotate_api_key`, `set_revoked_expiry`, `purge_expired_revoked_keys`
+//! - [`tokens`]: public access tokens, `mint_public_jwt` / `validate_public_jwt`
+//! - [`scopes`]: `authorize`
+//! - [`sessions`]: `create_session` / `get_session`
+//!
+//! Plumbing: [`errors`] (the one place errors become `ereport`), [`settings`]
+//! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend).
+//! Tables, views, comments and privileges are plain SQL in `sql/`.
+
+use pgrx::prelude::*;
+
+pub mod errors;
+pub mod keys;
+pub mod lookup;
+pub mod plans;
+pub mod rotation;
+pub mod scopes;
+pub mod sessions;
+pub mod settings;
+pub mod tokens;
+
+::pgrx::pg_module_magic!();
+
+// Tables first: every function below is created after them.
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+// Views, comments and privileges last, once every function exists.
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::init();
+}

@@ -4,6 +4,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The OS random source's error, re-exported so callers need no getrandom dependency.
+pub type RandomError = getrandom::Error;
+
 /// Length of the random part of generated keys and ids (the platform uses 24).
 pub const RANDOM_LEN: usize = 24;
 

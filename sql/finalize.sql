@@ -1,0 +1,43 @@
+-- Runs last in CREATE EXTENSION: views, comments on functions, privileges.
+
+CREATE VIEW api_auth.grace_windows AS
+SELECT r.id                           AS revoked_api_key_id,
+       r.runtime_environment_id       AS environment_id,
+       e.slug                         AS environment_slug,
+       api_auth.mask_api_key(r.api_key) AS masked_key,
+       r.created_at,
+       r.expires_at,
+       date_trunc('second', r.expires_at - now()) AS time_left
+FROM api_auth.revoked_api_key r
+JOIN api_auth.runtime_environment e ON e.id = r.runtime_environment_id
+WHERE r.expires_at > now()
+ORDER BY r.expires_at;
+
+COMMENT ON VIEW api_auth.grace_windows IS
+    'Old keys still in their grace window, soonest to expire first. Keys are masked.';
+
+COMMENT ON FUNCTION api_auth.create_environment(text, text, text, text, text, text) IS
+    'create_environment(slug, environment_type, project_id => NULL, organization_id => NULL, parent_environment_id => NULL, branch_name => NULL): a new environment with fresh tr_/pk_ keys, or a preview branch of a PREVIEW parent. Returns the row, keys included.';
+COMMENT ON FUNCTION api_auth.find_environment_by_api_key(text, text) IS
+    'find_environment_by_api_key(api_key, branch_name => NULL): the environment a secret key authenticates, current key first, then keys in grace. matched_by says which (current | grace). Zero rows when it authenticates nothing.';
+COMMENT ON FUNCTION api_auth.rotate_api_key(text, interval) IS
+    'rotate_api_key(environment_id, grace => api_auth.rotation_grace_period): new secret and publishable keys; the old secret key keeps working until now() + grace. Concurrent rotations serialise; no key is lost.';
+COMMENT ON FUNCTION api_auth.set_revoked_expiry(text, timestamptz) IS
+    'set_revoked_expiry(revoked_api_key_id, expires_at): move the end of a grace window; now() ends it. Unknown id: SQLSTATE P0002.';
+COMMENT ON FUNCTION api_auth.purge_expired_revoked_keys(interval) IS
+    'purge_expired_revoked_keys(older_than => 7 days): delete revoked keys whose grace ended more than older_than ago; returns how many.';
+COMMENT ON FUNCTION api_auth.mint_public_jwt(text, jsonb, text, text) IS
+    'mint_public_jwt(api_key, claims => {}, expiration => 1h, branch_name => NULL): an HS256 public access token for the environment the key authenticates (current or grace), signed with its canonical current key. NULL if the key authenticates nothing.';
+COMMENT ON FUNCTION api_auth.validate_public_jwt(text) IS
+    'validate_public_jwt(token): one row; ok with environment, claims and the verifying key (matched_by current | grace), or an error code: malformed, invalid_algorithm, missing_subject, environment_not_found, invalid_signature, expired, claim_invalid.';
+COMMENT ON FUNCTION api_auth.authorize(text[], text, jsonb) IS
+    'authorize(scopes, action, resources): true when any resource {type, id?} is matched by any scope (action:type, action:type:id, action:all, admin).';
+COMMENT ON FUNCTION api_auth.mask_api_key(text) IS
+    'mask_api_key(key): tr_prod_ab…yz, safe to display or log.';
+COMMENT ON FUNCTION api_auth.create_session(text, text, text, jsonb, text, text[], jsonb, timestamptz) IS
+    'create_session(environment_id, type, task_identifier, trigger_config, external_id, tags, metadata, expires_at): create or (same external_id) return a session, with a session-scoped public token. Triggers no run.';
+COMMENT ON FUNCTION api_auth.get_session(text, text) IS
+    'get_session(environment_id, session): a session by id or external_id; zero rows if none.';
+
+-- Keys are readable only through the functions above.
+REVOKE ALL ON ALL TABLES IN SCHEMA api_auth FROM PUBLIC;

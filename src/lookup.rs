@@ -1,0 +1,177 @@
+//! Find environment by API key (SPEC §3): the two-step lookup.
+//!
+//! 1. Primary: the unique index on `runtime_environment.api_key`. The hot path.
+//! 2. Only on a miss: the grace fallback, a `revoked_api_key` row with that key
+//!    whose `expires_at` is still ahead.
+//!
+//! Two statements, not an OR-join, so a current key costs one index probe and
+//! the fallback's cost falls only on keys that miss. A `PREVIEW` parent key
+//! then resolves to the requested branch, with the parent's current key merged.
+
+use api_auth_core::keys::MAX_KEY_LEN;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiTupleTable};
+
+use crate::errors::{OrReport, Result};
+use crate::plan;
+
+/// Longest branch name considered (the column allows 256).
+pub const MAX_BRANCH_LEN: usize = 256;
+
+/// How a key matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchedBy {
+    Current,
+    Grace,
+}
+
+impl MatchedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Grace => "grace",
+        }
+    }
+}
+
+/// An authenticated environment, as the lookup returns it.
+#[derive(Debug)]
+pub struct Environment {
+    pub id: String,
+    pub slug: String,
+    pub kind: String,
+    /// The canonical current secret key: the parent's for a preview branch.
+    pub api_key: String,
+    pub pk_api_key: Option<String>,
+    pub parent_environment_id: Option<String>,
+    pub branch_name: Option<String>,
+    pub project_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub matched_by: MatchedBy,
+    pub revoked_api_key_id: Option<String>,
+    pub grace_expires_at: Option<TimestampWithTimeZone>,
+}
+
+/// The environment columns every lookup statement selects, in [`Environment`] order.
+macro_rules! env_columns {
+    () => {
+        "e.id, e.slug, e.type, e.api_key, e.pk_api_key, \
+         e.parent_environment_id, e.branch_name, e.project_id, e.organization_id"
+    };
+}
+
+plan!(PRIMARY, false, [TEXTOID], concat!(
+    "SELECT ", env_columns!(), " FROM api_auth.runtime_environment e \
+     WHERE e.api_key = $1 AND e.archived_at IS NULL"));
+
+plan!(GRACE, false, [TEXTOID], concat!(
+    "SELECT ", env_columns!(), ", r.id, r.expires_at \
+     FROM api_auth.revoked_api_key r \
+     JOIN api_auth.runtime_environment e ON e.id = r.runtime_environment_id \
+     WHERE r.api_key = $1 AND r.expires_at > pg_catalog.now() AND e.archived_at IS NULL \
+     ORDER BY r.expires_at DESC LIMIT 1"));
+
+plan!(BRANCH, false, [TEXTOID, TEXTOID], concat!(
+    "SELECT ", env_columns!(), " FROM api_auth.runtime_environment e \
+     WHERE e.parent_environment_id = $1 AND e.branch_name = $2 AND e.archived_at IS NULL"));
+
+fn environment_from(rows: SpiTupleTable<'_>, matched_by: MatchedBy) -> Result<Option<Environment>> {
+    let Some(row) = rows.into_iter().next() else { return Ok(None) };
+    let (revoked_api_key_id, grace_expires_at) = if matched_by == MatchedBy::Grace {
+        (row.get::<String>(10)?, row.get::<TimestampWithTimeZone>(11)?)
+    } else {
+        (None, None)
+    };
+    Ok(Some(Environment {
+        id: row.get(1)?.unwrap_or_default(),
+        slug: row.get(2)?.unwrap_or_default(),
+        kind: row.get(3)?.unwrap_or_default(),
+        api_key: row.get::<String>(4)?.unwrap_or_default(),
+        pk_api_key: row.get(5)?,
+        parent_environment_id: row.get(6)?,
+        branch_name: row.get(7)?,
+        project_id: row.get(8)?,
+        organization_id: row.get(9)?,
+        matched_by,
+        revoked_api_key_id,
+        grace_expires_at,
+    }))
+}
+
+/// The lookup itself, for every caller inside the extension (mint uses it too).
+/// Garbage in (empty, oversized) finds nothing without touching an index.
+pub fn find(client: &SpiClient<'_>, api_key: &str, branch_name: Option<&str>) -> Result<Option<Environment>> {
+    if api_key.is_empty() || api_key.len() > MAX_KEY_LEN {
+        return Ok(None);
+    }
+    let mut env = match environment_from(PRIMARY.run(client, &[api_key.into()])?, MatchedBy::Current)? {
+        Some(env) => env,
+        None => match environment_from(GRACE.run(client, &[api_key.into()])?, MatchedBy::Grace)? {
+            Some(env) => env,
+            None => return Ok(None),
+        },
+    };
+    // A PREVIEW parent authenticates only together with one of its live branches.
+    if env.kind == "PREVIEW" {
+        let branch = match branch_name {
+            Some(b) if !b.is_empty() && b.len() <= MAX_BRANCH_LEN => b,
+            _ => return Ok(None),
+        };
+        let rows = BRANCH.run(client, &[env.id.as_str().into(), branch.into()])?;
+        let Some(child) = environment_from(rows, MatchedBy::Current)? else { return Ok(None) };
+        env = Environment {
+            api_key: env.api_key,
+            pk_api_key: env.pk_api_key,
+            matched_by: env.matched_by,
+            revoked_api_key_id: env.revoked_api_key_id,
+            grace_expires_at: env.grace_expires_at,
+            ..child
+        };
+    }
+    Ok(Some(env))
+}
+
+/// Find the environment a secret key authenticates (current key, or a key
+/// still in its grace window). Zero rows when it authenticates nothing,
+/// including NULL, empty or oversized keys.
+#[pg_extern(stable, parallel_safe, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+fn find_environment_by_api_key(
+    api_key: Option<&str>,
+    branch_name: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(id, String),
+        name!(slug, String),
+        name!(type, String),
+        name!(api_key, String),
+        name!(pk_api_key, Option<String>),
+        name!(parent_environment_id, Option<String>),
+        name!(branch_name, Option<String>),
+        name!(project_id, Option<String>),
+        name!(organization_id, Option<String>),
+        name!(matched_by, String),
+        name!(revoked_api_key_id, Option<String>),
+        name!(grace_expires_at, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let Some(api_key) = api_key else { return TableIterator::new(None) };
+    let env = Spi::connect(|client| find(client, api_key, branch_name)).or_report();
+    TableIterator::new(env.map(|e| {
+        (
+            e.id,
+            e.slug,
+            e.kind,
+            e.api_key,
+            e.pk_api_key,
+            e.parent_environment_id,
+            e.branch_name,
+            e.project_id,
+            e.organization_id,
+            e.matched_by.as_str().to_owned(),
+            e.revoked_api_key_id,
+            e.grace_expires_at,
+        )
+    }))
+}

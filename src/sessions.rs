@@ -1,0 +1,261 @@
+//! Sessions (SPEC §3, "Create a session"): idempotent per environment and
+//! `external_id`, returned with a session-scoped public access token.
+//!
+//! There is no task runner here: creating a session records it and nothing
+//! else; no run is triggered.
+
+use api_auth_core::keys;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Map, Value};
+
+use crate::errors::{check_text, required_text, ApiAuthError, OrReport, Result};
+use crate::keys::MAX_NAME_LEN;
+use crate::plan;
+use crate::tokens;
+
+/// Lifetime of the session-scoped token returned by `create_session`.
+const SESSION_TOKEN_SECS: i64 = 3600;
+const MAX_TAGS: usize = 10;
+const MAX_TAG_LEN: usize = 128;
+/// Bound on `trigger_config` and `metadata`, matching the route's 32 KiB body limit.
+const MAX_JSON_LEN: usize = 32 * 1024;
+
+macro_rules! session_columns {
+    () => {
+        "id, runtime_environment_id, external_id, type, task_identifier, trigger_config, tags, \
+         metadata, closed_at, expires_at, created_at, updated_at"
+    };
+}
+
+plan!(INSERT, true,
+    [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTARRAYOID, JSONBOID, TIMESTAMPTZOID],
+    concat!(
+        "INSERT INTO api_auth.session (id, runtime_environment_id, external_id, type, task_identifier, \
+                                       trigger_config, tags, metadata, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (runtime_environment_id, external_id) DO NOTHING \
+         RETURNING ", session_columns!(), ", false"));
+
+plan!(FIND, false, [TEXTOID, TEXTOID], concat!(
+    "SELECT ", session_columns!(), ", closed_at IS NOT NULL OR expires_at <= pg_catalog.now() \
+     FROM api_auth.session WHERE runtime_environment_id = $1 AND (id = $2 OR external_id = $2) \
+     ORDER BY id = $2 DESC LIMIT 1"));
+
+plan!(IS_PAST, false, [TIMESTAMPTZOID], "SELECT $1 <= pg_catalog.now()");
+
+pub type SessionRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    JsonB,
+    Vec<Option<String>>,
+    Option<JsonB>,
+    Option<TimestampWithTimeZone>,
+    Option<TimestampWithTimeZone>,
+    TimestampWithTimeZone,
+    TimestampWithTimeZone,
+    bool,
+    Option<String>,
+);
+
+/// Read a session row (the `session_columns!` plus one boolean) into a tuple.
+fn session_from(row: &pgrx::spi::SpiHeapTupleData<'_>, is_cached: bool) -> Result<(SessionRow, bool)> {
+    let missing = || ApiAuthError::Internal("session row has NULL columns".into());
+    let flag: bool = row.get(13)?.unwrap_or(false);
+    Ok((
+        (
+            row.get(1)?.ok_or_else(missing)?,
+            row.get(2)?.ok_or_else(missing)?,
+            row.get(3)?,
+            row.get(4)?.ok_or_else(missing)?,
+            row.get(5)?.ok_or_else(missing)?,
+            row.get(6)?.ok_or_else(missing)?,
+            row.get(7)?.unwrap_or_default(),
+            row.get(8)?,
+            row.get(9)?,
+            row.get(10)?,
+            row.get(11)?.ok_or_else(missing)?,
+            row.get(12)?.ok_or_else(missing)?,
+            is_cached,
+            None,
+        ),
+        flag,
+    ))
+}
+
+fn json_object(name: &str, v: Option<JsonB>, required: bool) -> Result<Option<JsonB>> {
+    match v {
+        None if required => Ok(Some(JsonB(Value::Object(Map::new())))),
+        None => Ok(None),
+        Some(JsonB(Value::Object(m))) => {
+            if serde_json::to_vec(&m).map_or(0, |b| b.len()) > MAX_JSON_LEN {
+                return Err(ApiAuthError::invalid(format!("{name} must be at most {MAX_JSON_LEN} bytes of JSON")));
+            }
+            Ok(Some(JsonB(Value::Object(m))))
+        }
+        Some(_) => Err(ApiAuthError::invalid(format!("{name} must be a JSON object"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    environment_id: Option<&str>,
+    kind: Option<&str>,
+    task_identifier: Option<&str>,
+    trigger_config: Option<JsonB>,
+    external_id: Option<&str>,
+    tags: Option<Vec<Option<String>>>,
+    metadata: Option<JsonB>,
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<SessionRow> {
+    let environment_id = required_text("environment_id", environment_id, MAX_NAME_LEN)?;
+    let kind = required_text("type", kind, 64)?;
+    let task_identifier = required_text("task_identifier", task_identifier, 128)?;
+    let trigger_config = json_object("trigger_config", trigger_config, true)?;
+    let metadata = json_object("metadata", metadata, false)?;
+    if let Some(ext) = external_id {
+        check_text("external_id", ext, 256)?;
+        if ext.starts_with("session_") {
+            return Err(ApiAuthError::invalid("external_id must not start with \"session_\""));
+        }
+    }
+    let tags = tags.unwrap_or_default();
+    if tags.len() > MAX_TAGS {
+        return Err(ApiAuthError::invalid(format!("at most {MAX_TAGS} tags")));
+    }
+    for tag in &tags {
+        check_text("a tag", tag.as_deref().ok_or(ApiAuthError::NullArgument("a tag"))?, MAX_TAG_LEN)?;
+    }
+    if expires_at.is_some_and(|t| t.is_infinity() || t.is_neg_infinity()) {
+        return Err(ApiAuthError::invalid("expires_at must be a finite time"));
+    }
+
+    Spi::connect(|client| {
+        if let Some(t) = expires_at {
+            if IS_PAST.run(client, &[t.into()])?.first().get_one::<bool>()? == Some(true) {
+                return Err(ApiAuthError::invalid("expires_at must lie in the future"));
+            }
+        }
+        let env = tokens::signing_environment(client, environment_id)?
+            .ok_or_else(|| ApiAuthError::NotFound(format!("environment \"{environment_id}\" not found")))?;
+        let id = keys::generate_id("session")?;
+        let inserted = INSERT.run(
+            client,
+            &[
+                id.as_str().into(),
+                environment_id.into(),
+                external_id.into(),
+                kind.into(),
+                task_identifier.into(),
+                trigger_config.into(),
+                tags.into(),
+                metadata.into(),
+                expires_at.into(),
+            ],
+        )?;
+        let mut session = match inserted.into_iter().next() {
+            Some(row) => session_from(&row, false)?.0,
+            None => {
+                // ON CONFLICT: this environment already has a session with that external_id.
+                let ext = external_id.unwrap_or_default();
+                let row = FIND
+                    .run(client, &[environment_id.into(), ext.into()])?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ApiAuthError::Internal("conflicting session vanished".into()))?;
+                let (session, closed) = session_from(&row, true)?;
+                if closed {
+                    return Err(ApiAuthError::WrongState(format!(
+                        "session \"{ext}\" is closed or expired"
+                    )));
+                }
+                session
+            }
+        };
+        let key = session.2.clone().unwrap_or_else(|| session.0.clone());
+        let claims = json!({"scopes": [format!("read:sessions:{key}"), format!("write:sessions:{key}")]});
+        let Value::Object(claims) = claims else { unreachable!("json! object") };
+        session.13 = Some(tokens::sign(&env.current_key, &env.id, claims, tokens::now_epoch() + SESSION_TOKEN_SECS)?);
+        Ok(session)
+    })
+}
+
+/// Create a session, or return the existing one for the same `external_id`
+/// (`is_cached` true). Returns a session-scoped public access token
+/// (`read:sessions:<key>`, `write:sessions:<key>`; key = external_id or id).
+/// Records the session only: no run is triggered.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn create_session(
+    environment_id: Option<&str>,
+    session_type: Option<&str>,
+    task_identifier: Option<&str>,
+    trigger_config: default!(Option<JsonB>, "'{}'"),
+    external_id: default!(Option<&str>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "'{}'"),
+    metadata: default!(Option<JsonB>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(id, String),
+        name!(environment_id, String),
+        name!(external_id, Option<String>),
+        name!(type, String),
+        name!(task_identifier, String),
+        name!(trigger_config, JsonB),
+        name!(tags, Vec<Option<String>>),
+        name!(metadata, Option<JsonB>),
+        name!(closed_at, Option<TimestampWithTimeZone>),
+        name!(expires_at, Option<TimestampWithTimeZone>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(updated_at, TimestampWithTimeZone),
+        name!(is_cached, bool),
+        name!(public_access_token, Option<String>),
+    ),
+> {
+    let row = create(environment_id, session_type, task_identifier, trigger_config, external_id, tags, metadata, expires_at);
+    TableIterator::once(row.or_report())
+}
+
+fn get(environment_id: Option<&str>, session: Option<&str>) -> Result<Option<SessionRow>> {
+    let environment_id = required_text("environment_id", environment_id, MAX_NAME_LEN)?;
+    let session = required_text("session", session, 256)?;
+    Spi::connect(|client| {
+        let rows = FIND.run(client, &[environment_id.into(), session.into()])?;
+        rows.into_iter().next().map(|row| session_from(&row, false).map(|s| s.0)).transpose()
+    })
+}
+
+/// One session of an environment, by id or external_id; zero rows if none.
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn get_session(
+    environment_id: Option<&str>,
+    session: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(id, String),
+        name!(environment_id, String),
+        name!(external_id, Option<String>),
+        name!(type, String),
+        name!(task_identifier, String),
+        name!(trigger_config, JsonB),
+        name!(tags, Vec<Option<String>>),
+        name!(metadata, Option<JsonB>),
+        name!(closed_at, Option<TimestampWithTimeZone>),
+        name!(expires_at, Option<TimestampWithTimeZone>),
+        name!(created_at, TimestampWithTimeZone),
+        name!(updated_at, TimestampWithTimeZone),
+        name!(is_cached, bool),
+        name!(public_access_token, Option<String>),
+    ),
+> {
+    TableIterator::new(get(environment_id, session).or_report())
+}
