@@ -1,1 +1,115 @@
-fn main() {}
+//! api-auth-shim: the trigger.dev-compatible REST routes of SPEC §5 over the
+//! `api_auth` PostgreSQL extension. See `--help` and `shim/README.md`.
+
+mod admin;
+mod auth;
+mod body;
+mod config;
+mod db;
+mod errors;
+mod health;
+mod jwt;
+mod logging;
+mod router;
+mod server;
+mod sessions;
+mod util;
+mod verify;
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use config::{Command, Config};
+
+fn main() -> ExitCode {
+    let config = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(c)) => c,
+        Ok(Command::Help) => {
+            print!("{}", config::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("api-auth-shim {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("api-auth-shim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(*config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "fatal");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let public = db::pool(&config.database_url, config.pool_size, config.db_timeout)?;
+    let admin = match &config.admin_database_url {
+        Some(url) => db::pool(url, config.admin_pool_size, config.db_timeout)?,
+        None => public.clone(),
+    };
+    let app = Arc::new(router::App {
+        pools: db::Pools { public, admin },
+        separate_admin_pool: config.admin_database_url.is_some(),
+        admin_token: config.admin_token.clone(),
+        request_timeout: config.request_timeout,
+        bench_routes: config.bench_routes,
+        request_ids: AtomicU64::new(0),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        listen = %addr,
+        pool_size = config.pool_size,
+        admin_routes = if config.admin_token.is_some() { "enabled" } else { "disabled (no admin token)" },
+        separate_admin_database = config.admin_database_url.is_some(),
+        bench_routes = config.bench_routes,
+        "api-auth-shim listening on http://{addr}"
+    );
+
+    // Warm the pool without blocking start-up: a database that is down now
+    // only means 503s until it is back.
+    let warm = app.clone();
+    tokio::spawn(async move {
+        match warm.pools.public.get().await {
+            Ok(_) => tracing::info!("database reachable"),
+            Err(e) => tracing::warn!(error = %e, "database not reachable yet; answering 503 until it is"),
+        }
+    });
+
+    server::serve(listener, app, config.max_connections, config.shutdown_timeout, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

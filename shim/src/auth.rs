@@ -1,0 +1,225 @@
+//! Who is calling: read the bearer credential, classify it with
+//! `api_auth_core::keys::classify`, and let the SQL functions decide.
+//!
+//! Nothing here judges a key or a token by itself: a secret key is looked up by
+//! `api_auth.find_environment_by_api_key`, a public token is checked by
+//! `api_auth.validate_public_jwt`, and scopes by `api_auth.authorize`. The only
+//! local checks are size limits, so that garbage never reaches an index.
+
+use api_auth_core::keys::{self, CredentialKind};
+use api_auth_core::tokens;
+use hyper::header::AUTHORIZATION;
+use hyper::HeaderMap;
+use serde_json::Value;
+
+use crate::db;
+use crate::errors::ApiError;
+use crate::logging::RequestLog;
+
+/// Header naming a preview branch (SPEC §3).
+pub const BRANCH_HEADER: &str = "x-trigger-branch";
+/// Longest branch name considered.
+pub const MAX_BRANCH_LEN: usize = 256;
+
+/// A bearer credential as presented, classified.
+pub struct Credential {
+    pub kind: CredentialKind,
+    pub value: String,
+}
+
+impl Credential {
+    /// What the logs may say about it.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            CredentialKind::SecretKey | CredentialKind::PublishableKey => keys::mask(&self.value),
+            CredentialKind::PublicToken => "public-token".into(),
+            CredentialKind::Unknown => "unknown".into(),
+        }
+    }
+}
+
+/// The `Bearer` credential of the request, if there is a readable one.
+///
+/// Returns `None` for a missing header, another scheme, non-UTF-8 bytes, or a
+/// value longer than any real credential (the token limit).
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(AUTHORIZATION)?;
+    if raw.len() > tokens::MAX_TOKEN_LEN + 16 {
+        return None;
+    }
+    let text = std::str::from_utf8(raw.as_bytes()).ok()?.trim();
+    let (scheme, rest) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let credential = rest.trim();
+    (!credential.is_empty()).then(|| credential.to_string())
+}
+
+pub fn credential(headers: &HeaderMap, log: &mut RequestLog) -> Option<Credential> {
+    let value = bearer(headers)?;
+    let kind = keys::classify(&value);
+    let c = Credential { kind, value };
+    log.credential = Some(c.describe());
+    Some(c)
+}
+
+/// The `x-trigger-branch` header. `Err` when it is present but unusable (not
+/// UTF-8, too long): such a branch can name no environment.
+pub fn branch(headers: &HeaderMap) -> Result<Option<String>, ()> {
+    let Some(raw) = headers.get(BRANCH_HEADER) else { return Ok(None) };
+    if raw.len() > MAX_BRANCH_LEN {
+        return Err(());
+    }
+    let s = std::str::from_utf8(raw.as_bytes()).map_err(|_| ())?.trim();
+    Ok((!s.is_empty()).then(|| s.to_string()))
+}
+
+/// An environment authenticated by a secret key.
+pub struct KeyAuth {
+    pub environment_id: String,
+    pub environment_type: String,
+    /// `current` or `grace`.
+    pub matched_by: String,
+    pub revoked_api_key_id: Option<String>,
+    pub project_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub branch_name: Option<String>,
+}
+
+/// Look a secret key up (honouring `x-trigger-branch`). `None`: it
+/// authenticates nothing.
+pub async fn find_by_key(
+    client: &deadpool_postgres::Client,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Option<KeyAuth>, ApiError> {
+    if key.len() > keys::MAX_KEY_LEN {
+        return Ok(None);
+    }
+    let Ok(branch) = branch(headers) else { return Ok(None) };
+    let rows = db::query(client, db::FIND_ENVIRONMENT, &[&key, &branch], "Environment not found").await?;
+    Ok(rows.first().map(|r| KeyAuth {
+        environment_id: r.get(0),
+        environment_type: r.get(1),
+        matched_by: r.get::<_, Option<String>>(2).unwrap_or_else(|| "current".into()),
+        revoked_api_key_id: r.get(3),
+        project_id: r.get(4),
+        organization_id: r.get(5),
+        branch_name: r.get(6),
+    }))
+}
+
+/// A public access token that `api_auth.validate_public_jwt` accepted.
+pub struct TokenAuth {
+    pub environment_id: String,
+    pub environment_type: String,
+    pub claims: Value,
+    pub matched_by: String,
+}
+
+impl TokenAuth {
+    /// The `scopes` claim (string elements only).
+    pub fn scopes(&self) -> Vec<String> {
+        match self.claims.get("scopes") {
+            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Validate a public token. `Err(code)` is the SQL function's reason.
+pub async fn validate_token(
+    client: &deadpool_postgres::Client,
+    token: &str,
+) -> Result<Result<TokenAuth, String>, ApiError> {
+    if token.len() > tokens::MAX_TOKEN_LEN {
+        return Ok(Err("malformed".into()));
+    }
+    let rows = db::query(client, db::VALIDATE, &[&token], "").await?;
+    let Some(r) = rows.first() else {
+        return Err(ApiError::internal().with_detail("validate_public_jwt returned no row"));
+    };
+    let ok: Option<bool> = r.get(0);
+    if ok != Some(true) {
+        return Ok(Err(r.get::<_, Option<String>>(1).unwrap_or_else(|| "invalid".into())));
+    }
+    Ok(Ok(TokenAuth {
+        environment_id: r.get(2),
+        environment_type: r.get::<_, Option<String>>(3).unwrap_or_default(),
+        claims: r.get::<_, Option<Value>>(4).unwrap_or(Value::Null),
+        matched_by: r.get::<_, Option<String>>(5).unwrap_or_else(|| "current".into()),
+    }))
+}
+
+/// Who is calling a route that accepts a secret key or a public token.
+pub enum Caller {
+    Key(KeyAuth),
+    Token(TokenAuth),
+}
+
+impl Caller {
+    pub fn environment_id(&self) -> &str {
+        match self {
+            Caller::Key(k) => &k.environment_id,
+            Caller::Token(t) => &t.environment_id,
+        }
+    }
+}
+
+/// Human wording of a token refusal.
+pub fn token_error_message(code: &str) -> &'static str {
+    match code {
+        "expired" => "Public access token has expired",
+        "claim_invalid" => "Public access token has an invalid claim",
+        "invalid_algorithm" => "Public access token uses an unsupported algorithm",
+        "environment_not_found" => "Public access token names an unknown environment",
+        "missing_subject" => "Public access token has no subject",
+        "invalid_signature" => "Public access token signature is invalid",
+        _ => "Invalid public access token",
+    }
+}
+
+/// Authenticate a secret key or a public token; 401 otherwise (publishable
+/// keys and unknown credentials included).
+pub async fn authenticate(
+    client: &deadpool_postgres::Client,
+    cred: Option<&Credential>,
+    headers: &HeaderMap,
+    log: &mut RequestLog,
+) -> Result<Caller, ApiError> {
+    let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
+    match cred.kind {
+        CredentialKind::SecretKey => match find_by_key(client, &cred.value, headers).await? {
+            Some(k) => {
+                log.environment = Some(k.environment_id.clone());
+                log.auth = Some(if k.matched_by == "grace" { "grace_key" } else { "current_key" });
+                Ok(Caller::Key(k))
+            }
+            None => Err(ApiError::invalid_api_key()),
+        },
+        CredentialKind::PublicToken => match validate_token(client, &cred.value).await? {
+            Ok(t) => {
+                log.environment = Some(t.environment_id.clone());
+                log.auth = Some("public_token");
+                Ok(Caller::Token(t))
+            }
+            Err(code) => {
+                log.note = Some(format!("token refused: {code}"));
+                Err(ApiError::unauthorized(token_error_message(&code)))
+            }
+        },
+        CredentialKind::PublishableKey | CredentialKind::Unknown => Err(ApiError::invalid_api_key()),
+    }
+}
+
+/// `api_auth.authorize(scopes, action, resources)`.
+pub async fn authorize(
+    client: &deadpool_postgres::Client,
+    scopes: &[String],
+    action: &str,
+    resources: &Value,
+) -> Result<bool, ApiError> {
+    let rows = db::query(client, db::AUTHORIZE, &[&scopes, &action, resources], "").await?;
+    Ok(rows.first().and_then(|r| r.get::<_, Option<bool>>(0)).unwrap_or(false))
+}

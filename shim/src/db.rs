@@ -1,0 +1,166 @@
+//! PostgreSQL access: connection pools with short timeouts, and the SQL the shim
+//! sends (always through per-connection cached prepared statements).
+//!
+//! All the logic (authentication, grace windows, scope checks, token checks)
+//! lives in the `api_auth` SQL functions; the statements below only call them.
+//! Functions are called with named arguments so that the shim does not depend
+//! on parameter order, and timestamps come back as ISO-8601 UTC text
+//! (`2024-05-01T12:00:00.000Z`, what JavaScript's `Date#toJSON` produces).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::errors::{from_db, from_pool, ApiError};
+
+/// The public pool and the admin pool (the same pool unless a separate admin
+/// database URL was configured).
+#[derive(Clone)]
+pub struct Pools {
+    pub public: Pool,
+    pub admin: Pool,
+}
+
+/// Build a pool. Nothing connects yet: connections open on first use, so the
+/// shim starts (and answers 503) while the database is down.
+pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(db_timeout);
+    }
+    cfg.keepalives(true);
+    cfg.keepalives_idle(Duration::from_secs(30));
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("api-auth-shim");
+    }
+    // A server-side bound on every statement, so a stuck query frees its
+    // connection; kept above the client-side wait so the client times out first.
+    let statement_timeout_ms = (db_timeout.as_millis() * 2).max(1000);
+    let options = match cfg.get_options() {
+        Some(o) if o.contains("statement_timeout") => o.to_string(),
+        Some(o) => format!("{o} -c statement_timeout={statement_timeout_ms}"),
+        None => format!("-c statement_timeout={statement_timeout_ms}"),
+    };
+    cfg.options(&options);
+    let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(db_timeout))
+        .create_timeout(Some(db_timeout))
+        .recycle_timeout(Some(db_timeout))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))
+}
+
+/// A pooled connection, or 503.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, ApiError> {
+    pool.get().await.map_err(from_pool)
+}
+
+/// Prepare (cached per connection) and run `sql`, mapping failures to HTTP.
+pub async fn query(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    not_found: &str,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let stmt = client.prepare_cached(sql).await.map_err(|e| from_db(&e, not_found))?;
+    client.query(&stmt, params).await.map_err(|e| from_db(&e, not_found))
+}
+
+/// SQL that renders a timestamptz column as JavaScript's `toJSON()` form.
+fn iso(col: &str) -> String {
+    format!(r#"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#)
+}
+
+/// `$n` (text, ISO-8601) or `$m` (float8, epoch milliseconds) as a timestamptz;
+/// both NULL gives NULL.
+fn timestamp_param(text: u8, millis: u8) -> String {
+    format!("(CASE WHEN ${millis}::float8 IS NOT NULL THEN to_timestamp(${millis}::float8 / 1000.0) ELSE ${text}::text::timestamptz END)")
+}
+
+pub const FIND_ENVIRONMENT: &str = "SELECT id, type, matched_by, revoked_api_key_id, project_id, organization_id, branch_name \
+     FROM api_auth.find_environment_by_api_key(api_key => $1::text, branch_name => $2::text)";
+
+pub const MINT: &str = "SELECT api_auth.mint_public_jwt(api_key => $1::text, claims => $2::jsonb, \
+     expiration => $3::text, branch_name => $4::text)";
+pub const MINT_DEFAULT_EXPIRY: &str =
+    "SELECT api_auth.mint_public_jwt(api_key => $1::text, claims => $2::jsonb, branch_name => $3::text)";
+
+pub const VALIDATE: &str = "SELECT ok, error, environment_id, environment_type, claims, matched_by, revoked_api_key_id \
+     FROM api_auth.validate_public_jwt(token => $1::text)";
+
+pub const AUTHORIZE: &str =
+    "SELECT api_auth.authorize(scopes => $1::text[], action => $2::text, resources => $3::jsonb)";
+
+/// Columns of a session row, in [`crate::sessions::session_json`]'s order.
+fn session_columns() -> String {
+    format!(
+        "s.id, s.environment_id, s.external_id, s.type, s.task_identifier, s.trigger_config, s.tags, s.metadata, \
+         {}, {}, {}, {}, s.is_cached, s.public_access_token",
+        iso("s.closed_at"),
+        iso("s.expires_at"),
+        iso("s.created_at"),
+        iso("s.updated_at")
+    )
+}
+
+pub static CREATE_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM api_auth.create_session(environment_id => $1::text, type => $2::text, \
+         task_identifier => $3::text, trigger_config => $4::jsonb, external_id => $5::text, \
+         tags => $6::text[], metadata => $7::jsonb, expires_at => {}) s",
+        session_columns(),
+        timestamp_param(8, 9)
+    )
+});
+
+pub static GET_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM api_auth.get_session(environment_id => $1::text, session => $2::text) s",
+        session_columns()
+    )
+});
+
+pub static SET_REVOKED_EXPIRY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT r.id, r.runtime_environment_id, {} FROM api_auth.set_revoked_expiry(\
+         revoked_api_key_id => $1::text, expires_at => {}) r",
+        iso("r.expires_at"),
+        timestamp_param(2, 3)
+    )
+});
+
+pub static ROTATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT r.api_key, r.pk_api_key, r.revoked_api_key_id, {} FROM api_auth.rotate_api_key(\
+         environment_id => $1::text, grace => make_interval(secs => $2::float8)) r",
+        iso("r.expires_at")
+    )
+});
+
+pub static ROTATE_DEFAULT_GRACE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT r.api_key, r.pk_api_key, r.revoked_api_key_id, {} FROM api_auth.rotate_api_key(environment_id => $1::text) r",
+        iso("r.expires_at")
+    )
+});
+
+pub static CREATE_ENVIRONMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT e.id, e.slug, e.type, e.api_key, e.pk_api_key, e.parent_environment_id, e.branch_name, \
+         e.project_id, e.organization_id, {}, {}, {} FROM api_auth.create_environment(slug => $1::text, \
+         type => $2::text, project_id => $3::text, organization_id => $4::text, \
+         parent_environment_id => $5::text, branch_name => $6::text) e",
+        iso("e.archived_at"),
+        iso("e.created_at"),
+        iso("e.updated_at")
+    )
+});
+
+pub const READY: &str = "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'api_auth'";
+
+pub const FLOOR: &str = "SELECT 1";

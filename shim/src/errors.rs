@@ -1,0 +1,182 @@
+//! JSON errors: every failure the shim answers is a JSON object with an `error`
+//! string (SPEC §5), and database failures are mapped here from their SQLSTATE.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+pub type Body = Full<Bytes>;
+
+/// A JSON response, `Cache-Control: no-store` (answers carry keys and tokens).
+pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(bytes)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A problem with a request body, in the shape of a zod issue.
+pub fn issue(path: &[&str], code: &str, message: impl Into<String>) -> Value {
+    json!({ "code": code, "path": path, "message": message.into() })
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: Value,
+    /// Extra header for 401 (`WWW-Authenticate`) and 405 (`Allow`).
+    header: Option<(hyper::header::HeaderName, &'static str)>,
+    /// Logged, never sent: what went wrong inside.
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, body: json!({ "error": message.into() }), header: None, detail: None }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// 400 `{"error": "Invalid request body", "issues": [...]}`.
+    pub fn invalid_body(issues: Vec<Value>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": "Invalid request body", "issues": issues }),
+            header: None,
+            detail: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, message);
+        e.header = Some((WWW_AUTHENTICATE, "Bearer"));
+        e
+    }
+
+    /// The reference platform's answer to a missing or unknown secret key.
+    pub fn invalid_api_key() -> Self {
+        Self::unauthorized("Invalid or Missing API key")
+    }
+
+    /// SPEC §5: a scope denial.
+    pub fn scope_denied(reason: impl std::fmt::Display) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            body: json!({
+                "error": format!("Unauthorized: {reason}"),
+                "code": "unauthorized",
+                "param": "access_token",
+                "type": "authorization",
+            }),
+            header: None,
+            detail: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+        e.header = Some((ALLOW, allow));
+        e
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body too large: at most {limit} bytes, with a Content-Length header"),
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut res = json_response(self.status, &self.body);
+        if let Some((name, value)) = self.header {
+            res.headers_mut().insert(name, HeaderValue::from_static(value));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+/// What a failed database call means for the client.
+///
+/// `context` names the missing thing for SQLSTATE P0002 ("Revoked API key not
+/// found"). Connection-level failures (no pool slot, connection refused, broken
+/// connection, statement timeout, server shutting down) are 503 so the client
+/// retries; a missing extension is 503 too (the service is not ready).
+pub fn from_db(err: &tokio_postgres::Error, not_found: &str) -> ApiError {
+    use tokio_postgres::error::SqlState;
+    let Some(db) = err.as_db_error() else {
+        // I/O, closed connection, protocol: the database is unreachable.
+        return ApiError::unavailable("Database unavailable").with_detail(err.to_string());
+    };
+    let code = db.code();
+    let message = db.message().to_string();
+    let class = &code.code()[..2];
+    if *code == SqlState::INVALID_PARAMETER_VALUE
+        || *code == SqlState::NULL_VALUE_NOT_ALLOWED
+        || *code == SqlState::INVALID_DATETIME_FORMAT
+        || *code == SqlState::DATETIME_FIELD_OVERFLOW
+        || *code == SqlState::INVALID_TEXT_REPRESENTATION
+        || *code == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+        || *code == SqlState::INTERVAL_FIELD_OVERFLOW
+        || *code == SqlState::STRING_DATA_RIGHT_TRUNCATION
+        || *code == SqlState::CHECK_VIOLATION
+    {
+        return ApiError::invalid_body(vec![issue(&[], "custom", message)]);
+    }
+    if *code == SqlState::NO_DATA_FOUND {
+        return ApiError::not_found(not_found);
+    }
+    if *code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE || *code == SqlState::UNIQUE_VIOLATION {
+        return ApiError::new(StatusCode::CONFLICT, message);
+    }
+    if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        return ApiError::not_found(not_found).with_detail(message);
+    }
+    if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        return ApiError::internal().with_detail(format!("database role lacks a privilege: {message}"));
+    }
+    if *code == SqlState::UNDEFINED_FUNCTION
+        || *code == SqlState::INVALID_SCHEMA_NAME
+        || *code == SqlState::UNDEFINED_TABLE
+    {
+        return ApiError::unavailable("Database not ready: the api_auth extension is not installed")
+            .with_detail(message);
+    }
+    // 08 connection exception, 53 insufficient resources, 57 operator
+    // intervention (statement timeout, admin shutdown), 40 serialization/deadlock.
+    if matches!(class, "08" | "53" | "57" | "40" | "58") {
+        return ApiError::unavailable("Database unavailable").with_detail(format!("{}: {message}", code.code()));
+    }
+    ApiError::internal().with_detail(format!("{}: {message}", code.code()))
+}
+
+pub fn from_pool(err: deadpool_postgres::PoolError) -> ApiError {
+    ApiError::unavailable("Database unavailable").with_detail(format!("pool: {err}"))
+}

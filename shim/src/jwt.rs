@@ -1,0 +1,112 @@
+//! `POST /api/v1/auth/jwt/claims` and `POST /api/v1/auth/jwt` (SPEC §4, §5).
+
+use api_auth_core::keys::CredentialKind;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::auth::{self, Credential};
+use crate::body::{self, Fields};
+use crate::db;
+use crate::errors::{issue, json_response, ApiError, Body};
+use crate::router::{App, Ctx};
+
+/// The secret key of the request, or the platform's 401.
+fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
+    match cred {
+        Some(c) if c.kind == CredentialKind::SecretKey => Ok(&c.value),
+        _ => Err(ApiError::invalid_api_key()),
+    }
+}
+
+/// `{"sub": <environment id>, "pub": true}` for the SDK's `createPublicToken`,
+/// which then signs the token itself with the secret key it holds.
+pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
+    let cred = auth::credential(req.headers(), &mut ctx.log);
+    let key = secret_key(cred.as_ref())?;
+    let client = db::client(&app.pools.public).await?;
+    let Some(env) = auth::find_by_key(&client, key, req.headers()).await? else {
+        return Err(ApiError::invalid_api_key());
+    };
+    ctx.log.environment = Some(env.environment_id.clone());
+    ctx.log.auth = Some(if env.matched_by == "grace" { "grace_key" } else { "current_key" });
+    Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
+}
+
+/// Mint a public token signed with the environment's canonical current key.
+///
+/// Body `{"claims"?: {...}, "expirationTime"?: number | string}`; an empty body
+/// is `{}`. A number is passed to SQL as its decimal digits (absolute epoch
+/// seconds), a string as is ("15m", "1h", "2d"); absent, the SQL default (1h).
+pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
+    let (parts, incoming) = req.into_parts();
+    let cred = auth::credential(&parts.headers, &mut ctx.log);
+    let key = secret_key(cred.as_ref())?.to_string();
+    let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
+    let parsed = parse_mint_body(&bytes);
+    let client = db::client(&app.pools.public).await?;
+    let (claims, expiration) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            // Authentication comes first: an unknown key is 401 whatever the body.
+            return match auth::find_by_key(&client, &key, &parts.headers).await? {
+                Some(_) => Err(e),
+                None => Err(ApiError::invalid_api_key()),
+            };
+        }
+    };
+    let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
+    let rows = match &expiration {
+        Some(exp) => db::query(&client, db::MINT, &[&key, &claims, exp, &branch], "").await,
+        None => db::query(&client, db::MINT_DEFAULT_EXPIRY, &[&key, &claims, &branch], "").await,
+    };
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            // Bad claims or expiration, but only for a caller who authenticates.
+            return match auth::find_by_key(&client, &key, &parts.headers).await? {
+                Some(_) => Err(e),
+                None => Err(ApiError::invalid_api_key()),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
+        Some(token) => {
+            ctx.log.auth = Some("secret_key");
+            Ok(json_response(StatusCode::OK, &json!({ "token": token })))
+        }
+        None => Err(ApiError::invalid_api_key()),
+    }
+}
+
+fn parse_mint_body(bytes: &[u8]) -> Result<(Value, Option<String>), ApiError> {
+    let map = body::object(bytes, Some(Map::new()))?;
+    let mut f = Fields::new(&map);
+    let claims = f.object("claims", false).unwrap_or_else(|| json!({}));
+    let expiration = match map.get("expirationTime") {
+        None => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 64 => Some(s.trim().to_string()),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(secs) => Some(secs.to_string()),
+            None => {
+                f.issues.push(issue(
+                    &["expirationTime"],
+                    "invalid_type",
+                    "Expected a whole number of epoch seconds or a duration like \"1h\"",
+                ));
+                None
+            }
+        },
+        Some(_) => {
+            f.issues.push(issue(
+                &["expirationTime"],
+                "invalid_type",
+                "Expected a number (epoch seconds) or a string like \"15m\", \"1h\", \"2d\"",
+            ));
+            None
+        }
+    };
+    f.finish()?;
+    Ok((claims, expiration))
+}

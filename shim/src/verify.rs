@@ -1,0 +1,127 @@
+//! `GET /api/v1/auth/verify`: forward authentication for gateways (nginx
+//! `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`).
+//!
+//! Accepts `Authorization: Bearer <secret key | public token>` (and
+//! `x-trigger-branch` for preview branches). Answers 200 with headers that
+//! name the environment, or 401 (403 for a scope denial, see below), always
+//! with a small JSON body.
+//!
+//! Response headers on success (a gateway copies them upstream):
+//! - `x-api-auth-environment-id`, `x-api-auth-environment-type`
+//! - `x-api-auth-method`: `current_key`, `grace_key` or `public_token`
+//! - `x-api-auth-matched-by`: `current` or `grace` (for a token: which key verified it)
+//! - `x-api-auth-project-id`, `x-api-auth-organization-id`, `x-api-auth-branch`
+//!   (secret keys, when known)
+//! - `x-api-auth-scopes`: the token's scopes, space-separated (public tokens)
+//!
+//! Optional scope check: `?action=write&resource=tasks:foo&resource=sessions`
+//! asks `api_auth.authorize` whether a public token may do `action` on any of
+//! the resources (`type` or `type:id`); a denial is 403. Secret keys are not
+//! scope-checked (SPEC §3).
+//!
+//! Any method is accepted (gateways forward the original method, Envoy also a
+//! path prefix: anything under `/api/v1/auth/verify/` is the same route).
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::auth::{self, Caller};
+use crate::db;
+use crate::errors::{json_response, ApiError, Body};
+use crate::router::{App, Ctx};
+use crate::util::percent_decode;
+
+/// (action, resources) from the query string, if a scope check was asked for.
+fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiError> {
+    let Some(q) = query else { return Ok(None) };
+    let mut action = None;
+    let mut resources = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(&v.replace('+', " ")).ok_or_else(|| ApiError::bad_request("Invalid query string"))?;
+        match k {
+            "action" => action = Some(v),
+            "resource" => {
+                let r = match v.split_once(':') {
+                    Some((t, id)) => json!({ "type": t, "id": id }),
+                    None => json!({ "type": v }),
+                };
+                resources.push(r);
+            }
+            _ => {}
+        }
+    }
+    match action {
+        None if resources.is_empty() => Ok(None),
+        Some(a) if !a.is_empty() && !resources.is_empty() && resources.len() <= 32 => Ok(Some((a, resources))),
+        _ => Err(ApiError::bad_request("A scope check needs one action and 1 to 32 resource parameters")),
+    }
+}
+
+pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
+    let check = scope_query(req.uri().query())?;
+    let cred = auth::credential(req.headers(), &mut ctx.log);
+    let client = db::client(&app.pools.public).await?;
+    let caller = auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
+
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
+    let body = match &caller {
+        Caller::Key(k) => {
+            let method = if k.matched_by == "grace" { "grace_key" } else { "current_key" };
+            headers.push(("x-api-auth-environment-id", k.environment_id.clone()));
+            headers.push(("x-api-auth-environment-type", k.environment_type.clone()));
+            headers.push(("x-api-auth-method", method.into()));
+            headers.push(("x-api-auth-matched-by", k.matched_by.clone()));
+            for (name, v) in [
+                ("x-api-auth-project-id", &k.project_id),
+                ("x-api-auth-organization-id", &k.organization_id),
+                ("x-api-auth-branch", &k.branch_name),
+            ] {
+                if let Some(v) = v {
+                    headers.push((name, v.clone()));
+                }
+            }
+            json!({
+                "ok": true,
+                "environmentId": k.environment_id,
+                "environmentType": k.environment_type,
+                "method": method,
+                "matchedBy": k.matched_by,
+                "revokedApiKeyId": k.revoked_api_key_id,
+            })
+        }
+        Caller::Token(t) => {
+            let scopes = t.scopes();
+            if let Some((action, resources)) = &check {
+                if !auth::authorize(&client, &scopes, action, &Value::Array(resources.clone())).await? {
+                    return Err(ApiError::scope_denied(format!(
+                        "Public access token does not allow '{action}' on the requested resources"
+                    )));
+                }
+            }
+            headers.push(("x-api-auth-environment-id", t.environment_id.clone()));
+            headers.push(("x-api-auth-environment-type", t.environment_type.clone()));
+            headers.push(("x-api-auth-method", "public_token".into()));
+            headers.push(("x-api-auth-matched-by", t.matched_by.clone()));
+            headers.push(("x-api-auth-scopes", scopes.join(" ")));
+            json!({
+                "ok": true,
+                "environmentId": t.environment_id,
+                "environmentType": t.environment_type,
+                "method": "public_token",
+                "matchedBy": t.matched_by,
+                "scopes": scopes,
+            })
+        }
+    };
+    let mut res = json_response(StatusCode::OK, &body);
+    for (name, value) in headers {
+        // Ids are ASCII; anything unrepresentable is left out rather than mangled.
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            res.headers_mut().insert(name, v);
+        }
+    }
+    Ok(res)
+}
