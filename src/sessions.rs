@@ -37,10 +37,19 @@ plan!(INSERT, true,
          ON CONFLICT (runtime_environment_id, external_id) DO NOTHING \
          RETURNING ", session_columns!(), ", false"));
 
-plan!(FIND, false, [TEXTOID, TEXTOID], concat!(
-    "SELECT ", session_columns!(), ", closed_at IS NOT NULL OR expires_at <= pg_catalog.now() \
-     FROM api_auth.session WHERE runtime_environment_id = $1 AND (id = $2 OR external_id = $2) \
-     ORDER BY id = $2 DESC LIMIT 1"));
+macro_rules! find_session {
+    () => {
+        concat!(
+            "SELECT ", session_columns!(), ", closed_at IS NOT NULL OR expires_at <= pg_catalog.now() \
+             FROM api_auth.session WHERE runtime_environment_id = $1 AND (id = $2 OR external_id = $2) \
+             ORDER BY id = $2 DESC LIMIT 1"
+        )
+    };
+}
+plan!(FIND, false, [TEXTOID, TEXTOID], find_session!());
+// After ON CONFLICT DO NOTHING the winner's row is committed but invisible to
+// a read-only snapshot: a "mutating" plan takes a fresh one and sees it.
+plan!(FIND_CONFLICTING, true, [TEXTOID, TEXTOID], find_session!());
 
 plan!(IS_PAST, false, [TIMESTAMPTZOID], "SELECT $1 <= pg_catalog.now()");
 
@@ -161,7 +170,7 @@ fn create(
             None => {
                 // ON CONFLICT: this environment already has a session with that external_id.
                 let ext = external_id.unwrap_or_default();
-                let row = FIND
+                let row = FIND_CONFLICTING
                     .run(client, &[environment_id.into(), ext.into()])?
                     .into_iter()
                     .next()

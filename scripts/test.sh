@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of api_auth on this machine, installing what is missing:
+# unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
+# against a throwaway private PostgreSQL 15 cluster with the extension installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "== cargo pgrx install (debug build of the extension)"
+if [ "$(id -u)" = 0 ]; then
+  cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+else
+  cargo pgrx install --sudo --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+fi
+
+export API_AUTH_HOME
+API_AUTH_HOME=$(mktemp -d /var/tmp/api_auth-test.XXXXXX)
+export API_AUTH_PGPORT=${API_AUTH_TEST_PGPORT:-54329}
+export API_AUTH_FAST=1
+cleanup() { bash scripts/cluster.sh stop; rm -rf "$API_AUTH_HOME"; }
+trap cleanup EXIT
+echo "== starting a private test cluster on port $API_AUTH_PGPORT"
+bash scripts/cluster.sh start
+export API_AUTH_TEST_DSN="host=$API_AUTH_HOME/run port=$API_AUTH_PGPORT user=postgres dbname=postgres"
+
+echo "== cargo test (core, SQL suites, shim)"
+cargo test --workspace --exclude api_auth --no-fail-fast 2>&1 | tee "$API_AUTH_HOME/cargo-test.log"
+status=${PIPESTATUS[0]}
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_AUTH_HOME/cargo-test.log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
+echo "cargo tests: ${passed% *} passed, ${passed#* } failed"
+exit "$status"
