@@ -3,9 +3,9 @@
 //!
 //! All the logic (authentication, grace windows, scope checks, token checks)
 //! lives in the `api_auth` SQL functions; the statements below only call them.
-//! Functions are called with named arguments so that the shim does not depend
-//! on parameter order, and timestamps come back as ISO-8601 UTC text
-//! (`2024-05-01T12:00:00.000Z`, what JavaScript's `Date#toJSON` produces).
+//! Functions are called with positional arguments in the documented order, and
+//! timestamps come back as ISO-8601 UTC text (`2024-05-01T12:00:00.000Z`, what
+//! JavaScript's `Date#toJSON` produces).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -83,18 +83,16 @@ fn timestamp_param(text: u8, millis: u8) -> String {
 }
 
 pub const FIND_ENVIRONMENT: &str = "SELECT id, type, matched_by, revoked_api_key_id, project_id, organization_id, branch_name \
-     FROM api_auth.find_environment_by_api_key(api_key => $1::text, branch_name => $2::text)";
+     FROM api_auth.find_environment_by_api_key($1::text, $2::text)";
 
-pub const MINT: &str = "SELECT api_auth.mint_public_jwt(api_key => $1::text, claims => $2::jsonb, \
-     expiration => $3::text, branch_name => $4::text)";
-pub const MINT_DEFAULT_EXPIRY: &str =
-    "SELECT api_auth.mint_public_jwt(api_key => $1::text, claims => $2::jsonb, branch_name => $3::text)";
+pub const MINT: &str = "SELECT api_auth.mint_public_jwt($1::text, $2::jsonb, \
+     $3::text, $4::text)";
 
 pub const VALIDATE: &str = "SELECT ok, error, environment_id, environment_type, claims, matched_by, revoked_api_key_id \
-     FROM api_auth.validate_public_jwt(token => $1::text)";
+     FROM api_auth.validate_public_jwt($1::text)";
 
 pub const AUTHORIZE: &str =
-    "SELECT api_auth.authorize(scopes => $1::text[], action => $2::text, resources => $3::jsonb)";
+    "SELECT api_auth.authorize($1::text[], $2::text, $3::jsonb)";
 
 /// Columns of a session row, in [`crate::sessions::session_json`]'s order.
 fn session_columns() -> String {
@@ -110,9 +108,9 @@ fn session_columns() -> String {
 
 pub static CREATE_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM api_auth.create_session(environment_id => $1::text, type => $2::text, \
-         task_identifier => $3::text, trigger_config => $4::jsonb, external_id => $5::text, \
-         tags => $6::text[], metadata => $7::jsonb, expires_at => {}) s",
+        "SELECT {} FROM api_auth.create_session($1::text, $2::text, \
+         $3::text, $4::jsonb, $5::text, \
+         $6::text[], $7::jsonb, {}) s",
         session_columns(),
         timestamp_param(8, 9)
     )
@@ -120,7 +118,7 @@ pub static CREATE_SESSION: LazyLock<String> = LazyLock::new(|| {
 
 pub static GET_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM api_auth.get_session(environment_id => $1::text, session => $2::text) s",
+        "SELECT {} FROM api_auth.get_session($1::text, $2::text) s",
         session_columns()
     )
 });
@@ -128,7 +126,7 @@ pub static GET_SESSION: LazyLock<String> = LazyLock::new(|| {
 pub static SET_REVOKED_EXPIRY: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT r.id, r.runtime_environment_id, {} FROM api_auth.set_revoked_expiry(\
-         revoked_api_key_id => $1::text, expires_at => {}) r",
+         $1::text, {}) r",
         iso("r.expires_at"),
         timestamp_param(2, 3)
     )
@@ -137,14 +135,14 @@ pub static SET_REVOKED_EXPIRY: LazyLock<String> = LazyLock::new(|| {
 pub static ROTATE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT r.api_key, r.pk_api_key, r.revoked_api_key_id, {} FROM api_auth.rotate_api_key(\
-         environment_id => $1::text, grace => make_interval(secs => $2::float8)) r",
+         $1::text, make_interval(secs => $2::float8)) r",
         iso("r.expires_at")
     )
 });
 
 pub static ROTATE_DEFAULT_GRACE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT r.api_key, r.pk_api_key, r.revoked_api_key_id, {} FROM api_auth.rotate_api_key(environment_id => $1::text) r",
+        "SELECT r.api_key, r.pk_api_key, r.revoked_api_key_id, {} FROM api_auth.rotate_api_key($1::text) r",
         iso("r.expires_at")
     )
 });
@@ -152,9 +150,9 @@ pub static ROTATE_DEFAULT_GRACE: LazyLock<String> = LazyLock::new(|| {
 pub static CREATE_ENVIRONMENT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT e.id, e.slug, e.type, e.api_key, e.pk_api_key, e.parent_environment_id, e.branch_name, \
-         e.project_id, e.organization_id, {}, {}, {} FROM api_auth.create_environment(slug => $1::text, \
-         type => $2::text, project_id => $3::text, organization_id => $4::text, \
-         parent_environment_id => $5::text, branch_name => $6::text) e",
+         e.project_id, e.organization_id, {}, {}, {} FROM api_auth.create_environment($1::text, \
+         $2::text, $3::text, $4::text, \
+         $5::text, $6::text) e",
         iso("e.archived_at"),
         iso("e.created_at"),
         iso("e.updated_at")

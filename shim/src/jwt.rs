@@ -11,6 +11,9 @@ use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
 use crate::router::{App, Ctx};
 
+/// Expiry of minted tokens when the body names none (SPEC §3: the mint route's default).
+const DEFAULT_EXPIRATION: &str = "1h";
+
 /// The secret key of the request, or the platform's 401.
 fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
     match cred {
@@ -37,7 +40,7 @@ pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 ///
 /// Body `{"claims"?: {...}, "expirationTime"?: number | string}`; an empty body
 /// is `{}`. A number is passed to SQL as its decimal digits (absolute epoch
-/// seconds), a string as is ("15m", "1h", "2d"); absent, the SQL default (1h).
+/// seconds), a string as is ("15m", "1h", "2d"); absent, one hour (SPEC §3).
 pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let (parts, incoming) = req.into_parts();
     let cred = auth::credential(&parts.headers, &mut ctx.log);
@@ -56,10 +59,8 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
         }
     };
     let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
-    let rows = match &expiration {
-        Some(exp) => db::query(&client, db::MINT, &[&key, &claims, exp, &branch], "").await,
-        None => db::query(&client, db::MINT_DEFAULT_EXPIRY, &[&key, &claims, &branch], "").await,
-    };
+    let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
+    let rows = db::query(&client, db::MINT, &[&key, &claims, &expiration, &branch], "").await;
     let rows = match rows {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {

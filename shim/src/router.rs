@@ -68,6 +68,9 @@ impl Route {
     }
 }
 
+/// Longest request target (path and query) accepted: beyond it, 414.
+const MAX_URI: usize = 8 * 1024;
+
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 
@@ -144,7 +147,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let mut ctx = Ctx { log: RequestLog::default(), deadline: started + app.request_timeout };
 
     let mut public_api = path.starts_with("/api/");
-    let result = if method == Method::OPTIONS && public_api {
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let result = if uri_len > MAX_URI {
+        ctx.log.route = "uri_too_long";
+        Err(ApiError::new(StatusCode::URI_TOO_LONG, "Request URI too long"))
+    } else if method == Method::OPTIONS && public_api {
         ctx.log.route = "cors.preflight";
         Ok(cors_preflight())
     } else {
