@@ -136,8 +136,9 @@ pub async fn create_environment(app: &App, req: Request<Incoming>, ctx: &mut Ctx
             "id": id,
             "slug": r.get::<_, String>(1),
             "type": r.get::<_, String>(2),
-            "apiKey": r.get::<_, String>(3),
-            "pkApiKey": r.get::<_, String>(4),
+            // A preview branch has no keys of its own (it uses its parent's).
+            "apiKey": r.get::<_, Option<String>>(3),
+            "pkApiKey": r.get::<_, Option<String>>(4),
             "parentEnvironmentId": r.get::<_, Option<String>>(5),
             "branchName": r.get::<_, Option<String>>(6),
             "projectId": r.get::<_, Option<String>>(7),

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::errors::ApiError;
 use crate::router::{handle, App};
 
 /// Largest request head (request line + headers) accepted: beyond it, 431.
@@ -69,7 +70,18 @@ pub async fn serve(
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(app, req).await) }
+            async move {
+                // Each request runs as its own task: a panic in a handler
+                // becomes a 500 JSON answer instead of a dropped connection.
+                let res = match tokio::spawn(handle(app, req)).await {
+                    Ok(res) => res,
+                    Err(e) => {
+                        tracing::error!(error = %e, "request handler panicked");
+                        ApiError::internal().into_response()
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(res)
+            }
         });
         let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {

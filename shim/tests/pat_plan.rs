@@ -9,9 +9,9 @@ fn verify(shim: &Shim, credential: &str) -> support::Resp {
     shim.get("/api/v1/auth/verify", Some(credential))
 }
 
-/// 1. The PAT test plan: pre-rotation PAT → 200; rotate; same PAT within grace
-/// → 200; fresh PAT from the new key → 200; revoked key's expiry set to the
-/// past → the old PAT 401; bogus signature → 401.
+/// Acceptance 1, the PAT test plan: pre-rotation PAT 200; rotate; same PAT
+/// within grace 200; fresh PAT from the new key 200; revoked key's expiry set
+/// to the past: the old PAT 401; bogus signature 401.
 #[test]
 fn pat_plan_over_http() {
     let shim = Shim::start("shim_pat");
@@ -77,8 +77,8 @@ fn pat_plan_over_http() {
     assert_eq!(v["error"], "Revoked API key not found");
 }
 
-/// 2. Minting with the old (grace) key returns a token signed with the
-/// canonical key, which still validates after the grace row has expired.
+/// Acceptance 2: minting with the old (grace) key returns a token signed with
+/// the canonical key, which still validates after the grace row has expired.
 #[test]
 fn token_minted_with_grace_key_outlives_the_grace_window() {
     let shim = Shim::start("shim_grace_mint");
