@@ -13,6 +13,12 @@ if [ "$(id -u)" = 0 ]; then
 else
   cargo pgrx install --sudo --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
 fi
+# The frozen install scripts of earlier releases, for the upgrade tests.
+extdir=$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension
+for old in sql/api_auth--[0-9]*.[0-9]*.[0-9]*.sql; do
+  case "$old" in *--*--*) continue ;; esac
+  if [ "$(id -u)" = 0 ]; then cp "$old" "$extdir/"; else sudo cp "$old" "$extdir/"; fi
+done
 
 export API_AUTH_HOME
 API_AUTH_HOME=$(mktemp -d /var/tmp/api_auth-test.XXXXXX)

@@ -28,8 +28,26 @@ pub mod tokens;
 
 // Tables first: every function below is created after them.
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
-// Views, comments and privileges last, once every function exists.
-extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+// Views and comments, once every function exists.
+extension_sql_file!(
+    "../sql/finalize.sql",
+    name = "finalize",
+    requires = [
+        keys::create_environment,
+        keys::mask_api_key,
+        lookup::find_environment_by_api_key,
+        rotation::rotate_api_key,
+        rotation::set_revoked_expiry,
+        rotation::purge_expired_revoked_keys,
+        tokens::mint_public_jwt,
+        tokens::validate_public_jwt,
+        scopes::authorize,
+        sessions::create_session,
+        sessions::get_session,
+    ]
+);
+// Roles, the audit trail and privileges (since 0.2.0): last of all.
+extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

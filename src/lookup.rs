@@ -131,6 +131,19 @@ pub fn find(client: &SpiClient<'_>, api_key: &str, branch_name: Option<&str>) ->
     Ok(Some(env))
 }
 
+/// Is the role calling us (outside SECURITY DEFINER) a superuser or a member of `api_auth_admin`?
+fn caller_is_admin() -> bool {
+    // SAFETY: plain catalog look-ups on the current backend's role state.
+    unsafe {
+        let caller = pg_sys::GetOuterUserId();
+        if pg_sys::superuser_arg(caller) {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"api_auth_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(caller, admin)
+    }
+}
+
 /// Find the environment a secret key authenticates (current key, or a key
 /// still in its grace window). Zero rows when it authenticates nothing,
 /// including NULL, empty or oversized keys.
@@ -145,7 +158,7 @@ fn find_environment_by_api_key(
         name!(id, String),
         name!(slug, String),
         name!(type, String),
-        name!(api_key, String),
+        name!(api_key, Option<String>),
         name!(pk_api_key, Option<String>),
         name!(parent_environment_id, Option<String>),
         name!(branch_name, Option<String>),
@@ -163,7 +176,9 @@ fn find_environment_by_api_key(
             e.id,
             e.slug,
             e.kind,
-            e.api_key,
+            // A key in grace (perhaps rotated because it leaked) must never
+            // reveal its successor: only admins see the canonical key then.
+            (e.matched_by == MatchedBy::Current || caller_is_admin()).then_some(e.api_key),
             e.pk_api_key,
             e.parent_environment_id,
             e.branch_name,

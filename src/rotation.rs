@@ -40,10 +40,19 @@ plan!(SET_EXPIRY, true, [TEXTOID, TIMESTAMPTZOID],
     "UPDATE api_auth.revoked_api_key SET expires_at = $2 WHERE id = $1 \
      RETURNING id, runtime_environment_id, expires_at, created_at");
 
+// One summary event per purge, beside the per-row `revoked_key_deleted` events
+// the audit trigger writes.
 plan!(PURGE, true, [INTERVALOID],
     "WITH gone AS ( \
         DELETE FROM api_auth.revoked_api_key WHERE expires_at < pg_catalog.now() - $1 RETURNING 1 \
-     ) SELECT pg_catalog.count(*) FROM gone");
+     ), counted AS (SELECT pg_catalog.count(*) AS n FROM gone), \
+     logged AS ( \
+        INSERT INTO api_auth.audit_event (action, actor, detail) \
+        SELECT 'revoked_keys_purged', \
+               nullif(pg_catalog.current_setting('api_auth.audit_actor', true), ''), \
+               pg_catalog.jsonb_build_object('removed', n, 'older_than', $1::text) \
+        FROM counted \
+     ) SELECT n FROM counted");
 
 plan!(IS_NEGATIVE, false, [INTERVALOID], "SELECT $1 < interval '0'");
 

@@ -17,7 +17,19 @@ pub static JWT_LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Refuse public tokens that carry no `exp` (the reference platform accepted them).
 pub static JWT_REQUIRE_EXP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Who is acting, as the shim (or any client) declares it; recorded in
+/// `api_auth.audit_event.actor` beside the authoritative database user.
+pub static AUDIT_ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"api_auth.audit_actor",
+        c"Identity recorded as actor in api_auth.audit_event (the shim sets its admin identity).",
+        c"Informative only: database_user is the authoritative identity. Set it per transaction with set_config(..., true).",
+        &AUDIT_ACTOR,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"api_auth.rotation_grace_period",
         c"How long an old secret key keeps working after rotate_api_key (default 24h).",

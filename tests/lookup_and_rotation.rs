@@ -181,7 +181,7 @@ fn tables_are_kept_by_pg_dump() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["api_auth.revoked_api_key", "api_auth.runtime_environment", "api_auth.session"]);
+    assert_eq!(tables, ["api_auth.audit_event", "api_auth.revoked_api_key", "api_auth.runtime_environment", "api_auth.session"]);
 }
 
 #[test]

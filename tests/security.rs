@@ -1,0 +1,238 @@
+//! Least privilege, search_path safety and the audit trail (issue 6), and the
+//! upgrade from the 0.1.0 release.
+
+use api_auth_tests::*;
+
+/// A login role in the test cluster, member of `group`; returns a DSN for it.
+fn login_as(dsn: &str, admin: &mut Client, group: &str) -> String {
+    let role = format!("{group}_{}", std::process::id() as u64 * 1000 + rand_suffix());
+    admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN IN ROLE {group}")).unwrap();
+    let mut parts: Vec<String> = dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
+    parts.push(format!("user={role}"));
+    parts.join(" ")
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn client_role_can_authenticate_but_not_read_keys_or_rotate() {
+    let (dsn, mut db) = fresh("roles_client");
+    let (env, k1) = create_environment(&mut db, "prod", "PRODUCTION");
+    let (k2, _) = rotate(&mut db, &env);
+    let mut client = connect(&login_as(&dsn, &mut db, "api_auth_client"));
+
+    for sql in [
+        "SELECT api_key FROM api_auth.runtime_environment",
+        "SELECT api_key FROM api_auth.revoked_api_key",
+        "SELECT * FROM api_auth.audit_event",
+        "SELECT * FROM api_auth.grace_windows",
+        "SELECT * FROM api_auth.recent_audit_events",
+        "DELETE FROM api_auth.audit_event",
+        "INSERT INTO api_auth.audit_event (action) VALUES ('key_rotated')",
+        "SELECT * FROM api_auth.rotate_api_key('x')",
+        "SELECT * FROM api_auth.set_revoked_expiry('x', now())",
+        "SELECT * FROM api_auth.create_environment('x', 'PRODUCTION')",
+        "SELECT api_auth.purge_expired_revoked_keys()",
+    ] {
+        let err = client.query(sql, &[]).unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql} should be denied: {}", db_message(&err));
+    }
+    // What a client may do works.
+    assert_eq!(lookup(&mut client, &k2, None), Some((env.clone(), "current".into())));
+    assert_eq!(lookup(&mut client, &k1, None), Some((env.clone(), "grace".into())));
+    let token: String = client.query_one("SELECT api_auth.mint_public_jwt($1)", &[&k1]).unwrap().get(0);
+    assert!(validate(&mut client, &token).0);
+    assert!(client.query_one("SELECT api_auth.authorize('{admin}', 'read', '[]')", &[]).is_ok());
+    client.query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'foo')", &[&env]).unwrap();
+
+    // A key in grace never reveals its successor to a client...
+    let shown: Option<String> = client
+        .query_one("SELECT api_key FROM api_auth.find_environment_by_api_key($1)", &[&k1])
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, None);
+    // ...but an admin sees the canonical key.
+    let mut admin = connect(&login_as(&dsn, &mut db, "api_auth_admin"));
+    let shown: Option<String> =
+        admin.query_one("SELECT api_key FROM api_auth.find_environment_by_api_key($1)", &[&k1]).unwrap().get(0);
+    assert_eq!(shown, Some(k2));
+}
+
+#[test]
+fn admin_role_rotates_and_reads_the_trail_but_not_the_tables() {
+    let (dsn, mut db) = fresh("roles_admin");
+    let mut admin = connect(&login_as(&dsn, &mut db, "api_auth_admin"));
+    let (env, _) = create_environment(&mut admin, "prod", "PRODUCTION");
+    let (_, revoked) = rotate(&mut admin, &env);
+    set_expiry(&mut admin, &revoked, "now()");
+    admin.query_one("SELECT api_auth.purge_expired_revoked_keys('0')", &[]).unwrap();
+    let events: i64 = admin.query_one("SELECT count(*) FROM api_auth.recent_audit_events", &[]).unwrap().get(0);
+    assert!(events >= 4);
+    for sql in [
+        "SELECT api_key FROM api_auth.runtime_environment",
+        "UPDATE api_auth.revoked_api_key SET expires_at = now()",
+        "DELETE FROM api_auth.audit_event",
+        "TRUNCATE api_auth.audit_event",
+    ] {
+        let err = admin.query(sql, &[]).unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}: {}", db_message(&err));
+    }
+}
+
+#[test]
+fn search_path_hijack_changes_nothing() {
+    let (_, mut db) = fresh("hijack");
+    let (env, k1) = create_environment(&mut db, "prod", "PRODUCTION");
+    let (_, revoked) = rotate(&mut db, &env);
+    set_expiry(&mut db, &revoked, "now() - interval '1 hour'");
+    // A malicious now() that says "the past", an = that says "always equal",
+    // and a shadowing table, all first on the search_path.
+    db.batch_execute(
+        "CREATE SCHEMA evil; \
+         CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$; \
+         CREATE FUNCTION evil.texteq_always(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$; \
+         CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq_always); \
+         CREATE TABLE evil.runtime_environment (id text, api_key text); \
+         SET search_path = evil, public, pg_catalog;",
+    )
+    .unwrap();
+    assert_eq!(lookup(&mut db, &k1, None), None, "expired key stays expired");
+    assert_eq!(lookup(&mut db, "tr_prod_nonexistentnonexistent00", None), None, "no always-equal match");
+    let t = sign_jwt(&serde_json::json!({"alg": "HS256"}), &public_claims(&env), "tr_prod_wrongwrongwrongwrongwrong");
+    assert_eq!(validate(&mut db, &t).1.as_deref(), Some("invalid_signature"));
+    // Every function pins its search_path and is SECURITY DEFINER where it reads keys.
+    let unpinned: Vec<String> = db
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p \
+             WHERE p.pronamespace = 'api_auth'::regnamespace \
+               AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(unpinned, ["api_auth.mask_api_key(text)"], "only the pure mask function may go unpinned");
+}
+
+#[test]
+fn audit_trail_records_every_change_without_keys() {
+    let (_, mut db) = fresh("audit");
+    db.batch_execute("SET api_auth.audit_actor = 'shim-admin:ops'").unwrap();
+    let (env, k1) = create_environment(&mut db, "prod", "PRODUCTION");
+    let (k2, revoked) = rotate(&mut db, &env);
+    set_expiry(&mut db, &revoked, "'2030-01-01T00:00:00Z'");
+    set_expiry(&mut db, &revoked, "now() - interval '30 days'");
+    let purged: i64 = db.query_one("SELECT api_auth.purge_expired_revoked_keys()", &[]).unwrap().get(0);
+    assert_eq!(purged, 1);
+
+    let rows = db
+        .query(
+            "SELECT action, database_user, actor, runtime_environment_id, revoked_api_key_id, \
+                    old_expires_at IS NOT NULL, new_expires_at IS NOT NULL, \
+                    (old_expires_at = '2030-01-01T00:00:00Z') \
+             FROM api_auth.audit_event ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let actions: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        actions,
+        // The purge's summary row is written by the statement, the per-row
+        // deletions by AFTER ROW triggers at its end.
+        ["environment_created", "key_rotated", "expiry_changed", "expiry_changed", "revoked_keys_purged", "revoked_key_deleted"]
+    );
+    for r in &rows {
+        assert_eq!(r.get::<_, String>(1), "postgres");
+        assert_eq!(r.get::<_, Option<String>>(2).as_deref(), Some("shim-admin:ops"));
+    }
+    assert_eq!(rows[1].get::<_, Option<String>>(3), Some(env.clone()));
+    assert_eq!(rows[1].get::<_, Option<String>>(4), Some(revoked.clone()));
+    assert!(rows[1].get::<_, bool>(6), "rotation records the new expiry");
+    assert!(rows[3].get::<_, bool>(5) && rows[3].get::<_, bool>(6), "old and new expiry");
+    assert!(rows[3].get::<_, Option<bool>>(7) == Some(true), "old expiry of the second change");
+
+    let leaked: i64 = db
+        .query_one(
+            "SELECT count(*) FROM api_auth.audit_event e \
+             WHERE row_to_json(e)::text LIKE '%' || $1 || '%' OR row_to_json(e)::text LIKE '%' || $2 || '%'",
+            &[&k1, &k2],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "an audit row contains a key");
+}
+
+/// The catalog of an api_auth install: functions (signature, result, security,
+/// settings, privileges), tables and columns, views, triggers, indexes.
+fn catalog(db: &mut Client) -> Vec<String> {
+    db.query(
+        "SELECT 'f ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) \
+                || ' secdef=' || p.prosecdef || ' cfg=' || coalesce(array_to_string(p.proconfig, ','), '') \
+                || ' vol=' || p.provolatile::text || ' acl=' || coalesce(array_to_string(p.proacl, ','), '') \
+                || ' args=' || pg_get_function_arguments(p.oid) \
+         FROM pg_proc p WHERE p.pronamespace = 'api_auth'::regnamespace \
+         UNION ALL \
+         SELECT 'c ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+                || ' notnull=' || a.attnotnull || ' acl=' || coalesce(array_to_string(c.relacl, ','), '') \
+         FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+         WHERE c.relnamespace = 'api_auth'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped \
+         UNION ALL \
+         SELECT 'v ' || c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c \
+         WHERE c.relnamespace = 'api_auth'::regnamespace AND c.relkind = 'v' \
+         UNION ALL \
+         SELECT 't ' || t.tgname || ' ' || pg_get_triggerdef(t.oid) FROM pg_trigger t \
+         JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = 'api_auth'::regnamespace AND NOT t.tgisinternal \
+         UNION ALL \
+         SELECT 'i ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+         WHERE c.relnamespace = 'api_auth'::regnamespace \
+         UNION ALL \
+         SELECT 'k ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE connamespace = 'api_auth'::regnamespace \
+         UNION ALL \
+         SELECT 'd ' || unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'api_auth' \
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_keys_and_matches_a_fresh_install() {
+    let dsn = fresh_database("upgrade_fresh");
+    let mut fresh_db = connect(&dsn);
+    let current: String =
+        fresh_db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'api_auth'", &[]).unwrap().get(0);
+
+    let mut admin = connect(&admin_dsn());
+    let name = format!("upgrade_old_{}", std::process::id());
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let mut old = connect(&with_dbname(&admin_dsn(), &name));
+    old.batch_execute("CREATE EXTENSION api_auth VERSION '0.1.0'").unwrap();
+    let (env, k1) = create_environment(&mut old, "prod", "PRODUCTION");
+    let (k2, revoked) = rotate(&mut old, &env);
+
+    old.batch_execute(&format!("ALTER EXTENSION api_auth UPDATE TO '{current}'")).unwrap();
+    assert_eq!(lookup(&mut old, &k1, None), Some((env.clone(), "grace".into())), "grace row survives");
+    assert_eq!(lookup(&mut old, &k2, None), Some((env.clone(), "current".into())));
+    set_expiry(&mut old, &revoked, "now()");
+    let audited: i64 = old.query_one("SELECT count(*) FROM api_auth.audit_event", &[]).unwrap().get(0);
+    assert_eq!(audited, 1, "the upgraded install audits");
+
+    let (upgraded, installed) = (catalog(&mut old), catalog(&mut fresh_db));
+    assert!(installed.len() > 80, "catalog query sees too little: {installed:?}");
+    let only_upgraded: Vec<_> = upgraded.iter().filter(|l| !installed.contains(l)).collect();
+    let only_fresh: Vec<_> = installed.iter().filter(|l| !upgraded.contains(l)).collect();
+    assert!(
+        only_upgraded.is_empty() && only_fresh.is_empty(),
+        "upgrade and fresh install differ:\nonly after upgrade: {only_upgraded:#?}\nonly in fresh install: {only_fresh:#?}"
+    );
+}
