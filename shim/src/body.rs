@@ -33,9 +33,9 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 pub fn check_length(headers: &HeaderMap, limit: usize, require_length: bool) -> Result<(), ApiError> {
     match content_length(headers)? {
         Some(n) if n > limit as u64 => Err(ApiError::payload_too_large(limit)),
-        None if require_length && headers.contains_key(hyper::header::TRANSFER_ENCODING) => {
-            Err(ApiError::payload_too_large(limit))
-        }
+        // SPEC §5 (sessions): a body without a declared length is 413, like the
+        // reference platform, which checks Content-Length before reading.
+        None if require_length => Err(ApiError::payload_too_large(limit)),
         _ => Ok(()),
     }
 }

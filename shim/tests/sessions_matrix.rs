@@ -178,6 +178,11 @@ fn session_validation_and_conflicts() {
         let v = shim.post("/api/v1/sessions", Some(&key), &bad).assert_error(400);
         assert_eq!(v["error"], "Invalid request body", "{bad}");
     }
+    // No Content-Length at all: 413 (SPEC §5); an empty body with one: 400.
+    let auth = format!("Bearer {key}");
+    shim.request("POST", "/api/v1/sessions", &[("Authorization", &auth)], None).assert_error(413);
+    let v = shim.request("POST", "/api/v1/sessions", &[("Authorization", &auth)], Some(b"")).assert_error(400);
+    assert_eq!(v["error"], "Invalid request body");
     // A past expiresAt (epoch milliseconds form) is refused by the SQL function.
     let mut b = json!({ "type": "t", "taskIdentifier": "foo", "triggerConfig": {}, "externalId": "old" });
     b["expiresAt"] = json!(1000);
