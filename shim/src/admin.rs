@@ -51,9 +51,10 @@ pub async fn set_revoked_expiry(app: &App, req: Request<Incoming>, ctx: &mut Ctx
     let expires = f.date("expiresAt", true);
     f.finish()?;
     let expires = expires.unwrap_or_default();
-    let client = db::client(&app.pools.admin).await?;
-    let rows = db::query(
-        &client,
+    let mut client = db::client(&app.pools.admin).await?;
+    let rows = db::admin_query(
+        &mut client,
+        ctx.log.route,
         &db::SET_REVOKED_EXPIRY,
         &[&id, &expires.text, &expires.millis],
         "Revoked API key not found",
@@ -86,10 +87,11 @@ pub async fn regenerate(app: &App, req: Request<Incoming>, ctx: &mut Ctx, env: S
         }
     };
     ctx.log.environment = Some(env.clone());
-    let client = db::client(&app.pools.admin).await?;
+    let mut client = db::client(&app.pools.admin).await?;
+    let route = ctx.log.route;
     let rows = match grace {
-        Some(g) => db::query(&client, &db::ROTATE, &[&env, &g], "Environment not found").await?,
-        None => db::query(&client, &db::ROTATE_DEFAULT_GRACE, &[&env], "Environment not found").await?,
+        Some(g) => db::admin_query(&mut client, route, &db::ROTATE, &[&env, &g], "Environment not found").await?,
+        None => db::admin_query(&mut client, route, &db::ROTATE_DEFAULT_GRACE, &[&env], "Environment not found").await?,
     };
     let Some(r) = rows.first() else { return Err(ApiError::not_found("Environment not found")) };
     Ok(json_response(
@@ -119,9 +121,10 @@ pub async fn create_environment(app: &App, req: Request<Incoming>, ctx: &mut Ctx
     let parent = f.string("parentEnvironmentId", false);
     let branch = f.string("branchName", false);
     f.finish()?;
-    let client = db::client(&app.pools.admin).await?;
-    let rows = db::query(
-        &client,
+    let mut client = db::client(&app.pools.admin).await?;
+    let rows = db::admin_query(
+        &mut client,
+        ctx.log.route,
         &db::CREATE_ENVIRONMENT,
         &[&slug, &kind, &project, &org, &parent, &branch],
         "Parent environment not found",

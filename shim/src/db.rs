@@ -71,6 +71,31 @@ pub async fn query(
     client.query(&stmt, params).await.map_err(|e| from_db(&e, not_found))
 }
 
+/// Who the audit trail records as `actor` for admin routes (beside the
+/// database user of the admin pool, which the trail records anyway).
+pub const ADMIN_ACTOR: &str = "api-auth-shim admin token";
+
+/// Like [`query`], for admin routes: in one transaction, first declare the
+/// acting identity (`api_auth.audit_actor`, transaction-local), then run `sql`.
+pub async fn admin_query(
+    client: &mut deadpool_postgres::Client,
+    route: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    not_found: &str,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    let tx = client.transaction().await.map_err(|e| from_db(&e, not_found))?;
+    let actor = format!("{ADMIN_ACTOR} ({route})");
+    let set = tx.prepare_cached(SET_ACTOR).await.map_err(|e| from_db(&e, not_found))?;
+    tx.execute(&set, &[&actor]).await.map_err(|e| from_db(&e, not_found))?;
+    let stmt = tx.prepare_cached(sql).await.map_err(|e| from_db(&e, not_found))?;
+    let rows = tx.query(&stmt, params).await.map_err(|e| from_db(&e, not_found))?;
+    tx.commit().await.map_err(|e| from_db(&e, not_found))?;
+    Ok(rows)
+}
+
+const SET_ACTOR: &str = "SELECT pg_catalog.set_config('api_auth.audit_actor', $1::text, true)";
+
 /// SQL that renders a timestamptz column as JavaScript's `toJSON()` form.
 fn iso(col: &str) -> String {
     format!(r#"to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#)

@@ -75,6 +75,20 @@ fn pat_plan_over_http() {
         .admin_post("/admin/api/v1/revoked-api-keys/rak_doesnotexist", &json!({ "expiresAt": "2000-01-01T00:00:00Z" }))
         .assert_error(404);
     assert_eq!(v["error"], "Revoked API key not found");
+
+    // The audit trail names the shim's admin identity for every admin change.
+    let mut db = api_auth_tests::connect(&shim.dsn);
+    let events: Vec<(String, Option<String>)> = db
+        .query("SELECT action, actor FROM api_auth.audit_event ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let actions: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(actions, ["environment_created", "key_rotated", "expiry_changed", "expiry_changed"]);
+    for (action, actor) in &events {
+        assert!(actor.as_deref().is_some_and(|a| a.starts_with("api-auth-shim admin")), "{action}: actor {actor:?}");
+    }
 }
 
 /// Acceptance 2: minting with the old (grace) key returns a token signed with
