@@ -31,8 +31,11 @@ bash scripts/cluster.sh start
 export API_AUTH_TEST_DSN="host=$API_AUTH_HOME/run port=$API_AUTH_PGPORT user=postgres dbname=postgres"
 
 echo "== cargo test (core, SQL suites, shim)"
+set +e
 cargo test --workspace --exclude api_auth --no-fail-fast 2>&1 | tee "$API_AUTH_HOME/cargo-test.log"
 status=${PIPESTATUS[0]}
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_AUTH_HOME/cargo-test.log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')
-echo "cargo tests: ${passed% *} passed, ${passed#* } failed"
+set -e
+counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_AUTH_HOME/cargo-test.log" |
+  awk '{p+=$4; f+=$6} END {print p+0, f+0}')
+echo "tests: ${counts% *} passed, ${counts#* } failed"
 exit "$status"
