@@ -68,7 +68,8 @@ pub fn resolve(spec: &str, now: i64) -> Result<i64, ExpirationError> {
 pub fn check_window(exp: i64, now: i64) -> Result<i64, ExpirationError> {
     if exp <= now {
         Err(ExpirationError::NotInFuture)
-    } else if exp - now > MAX_LIFETIME_SECS {
+    } else if exp.checked_sub(now).map_or(true, |d| d > MAX_LIFETIME_SECS) {
+        // (checked: with a clock before 1970 the distance can exceed i64; fuzz finding)
         Err(ExpirationError::TooLong)
     } else {
         Ok(exp)
@@ -104,5 +105,13 @@ mod tests {
         assert_eq!(resolve("0s", NOW), Err(ExpirationError::NotInFuture));
         assert_eq!(resolve("2y", NOW), Err(ExpirationError::TooLong));
         assert_eq!(resolve("9223372036854775807d", NOW), Err(ExpirationError::TooLong));
+    }
+
+    #[test]
+    fn far_apart_times_do_not_overflow() {
+        // Fuzz finding (fuzz/fuzz_targets/expiration.rs): `exp - now` overflowed.
+        assert_eq!(resolve("1700000900", i64::MIN), Err(ExpirationError::TooLong));
+        assert_eq!(check_window(i64::MAX, -1), Err(ExpirationError::TooLong));
+        assert_eq!(check_window(i64::MIN + 1, i64::MIN), Ok(i64::MIN + 1));
     }
 }

@@ -95,13 +95,23 @@ pub fn generate_id(prefix: &str) -> Result<String, getrandom::Error> {
     Ok(format!("{prefix}_{}", random_alphanumeric(RANDOM_LEN)?))
 }
 
+/// Length of a `tr_<env>_` / `pk_<env>_` prefix at the start of `key`, or 0.
+fn key_prefix_len(key: &str) -> usize {
+    let Some(rest) = key.strip_prefix("tr_").or_else(|| key.strip_prefix("pk_")) else { return 0 };
+    EnvironmentType::ALL
+        .iter()
+        .find_map(|env| rest.strip_prefix(env.key_segment())?.strip_prefix('_'))
+        .map_or(0, |random| key.len() - random.len())
+}
+
 /// What a DBA may see of a key: the prefix, the first two and last two random
-/// characters (`tr_prod_ab…yz`). Short or odd strings show only their prefix.
+/// characters (`tr_prod_ab…yz`). Short strings show only their prefix.
+///
+/// Only a known `tr_<env>_` / `pk_<env>_` prefix is shown whole; everything
+/// after it counts as secret, `_` included, so a key with something glued on
+/// (`tr_prod_<key>_x`) does not come out in clear. Found by `fuzz/` (`keys`).
 pub fn mask(key: &str) -> String {
-    let (prefix, random) = match key.rfind('_') {
-        Some(i) => key.split_at(i + 1),
-        None => ("", key),
-    };
+    let (prefix, random) = key.split_at(key_prefix_len(key));
     let chars: Vec<char> = random.chars().collect();
     if chars.len() < 12 {
         return format!("{prefix}…");
@@ -179,7 +189,23 @@ mod tests {
         assert_eq!(mask("tr_prod_abcdefghijklmnopqrstuvyz"), "tr_prod_ab…yz");
         assert_eq!(mask("tr_dev_short"), "tr_dev_…");
         assert_eq!(mask(""), "…");
-        assert_eq!(mask("ünïcödé_ünïcödéünïcödé"), "ünïcödé_ün…dé");
+        assert_eq!(mask("ünïcödé_ünïcödéünïcödé"), "ün…dé");
+        assert_eq!(mask("pk_preview_0123456789abcdefABCDEFGH"), "pk_preview_01…GH");
+    }
+
+    #[test]
+    fn mask_never_shows_a_key_glued_to_something() {
+        // Fuzz finding (fuzz/fuzz_targets/keys.rs): the prefix used to run to the
+        // last '_', so everything before it was shown in clear.
+        let key = "tr_prod_abcdefghijklmnopqrstuvwx";
+        assert_eq!(mask(&format!("{key}_branch")), "tr_prod_ab…ch");
+        assert_eq!(mask(&format!("{key}_")), "tr_prod_ab…x_");
+        assert_eq!(mask(&format!("{key} tr_dev_ABCDEFGHIJKLMNOPQRSTUVWX")), "tr_prod_ab…WX");
+        assert_eq!(mask("tr_dev_trdevshorttr_dev_short"), "tr_dev_tr…rt");
+        assert_eq!(mask("tr_qa_abcdefghijklmnopqrstuvwx"), "tr…wx");
+        for s in [format!("{key}_x"), format!("x_{key}"), format!("{key}_"), "a_b_c_d_e_f_g_h".into()] {
+            assert!(!mask(&s).contains("abcdefgh") && !mask(&s).contains("a_b_c"), "{s} -> {}", mask(&s));
+        }
     }
 
     #[test]
