@@ -1,0 +1,228 @@
+//! A small closed-loop HTTP/1.1 load generator for loopback servers.
+//!
+//! `conns` threads, each with one keep-alive connection, send `GET path`
+//! back to back (the next request leaves when the previous answer is in) for
+//! `warmup + duration`; only requests that start after the warm-up are
+//! counted. Each request carries the next credential of the list (as
+//! `Authorization: Bearer …`), so lookups spread over many environments.
+//! Every request is bounded in time: the run stops by itself.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    pub path: String,
+    /// Bearer credentials, used round-robin; empty: no Authorization header.
+    pub creds: Arc<Vec<String>>,
+    pub conns: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    pub requests: u64,
+    /// Answers other than 200, and transport errors.
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub first_error: Option<String>,
+}
+
+impl LoadResult {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests, "errors": self.errors, "rps": self.rps,
+            "p50_us": self.p50_us, "p90_us": self.p90_us, "p99_us": self.p99_us, "max_us": self.max_us,
+            "first_error": self.first_error,
+        })
+    }
+}
+
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn stream(&mut self) -> std::io::Result<&mut TcpStream> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(15)))?;
+            s.set_write_timeout(Some(Duration::from_secs(15)))?;
+            self.stream = Some(s);
+            self.buf.clear();
+        }
+        Ok(self.stream.as_mut().expect("just connected"))
+    }
+
+    /// Send one request, read one full response; returns the status code.
+    fn roundtrip(&mut self, request: &[u8]) -> Result<u16, String> {
+        let result = self.try_roundtrip(request);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn try_roundtrip(&mut self, request: &[u8]) -> Result<u16, String> {
+        let stream = self.stream().map_err(|e| format!("connect: {e}"))?;
+        stream.write_all(request).map_err(|e| format!("write: {e}"))?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut chunk = [0u8; 8192];
+        // Head.
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let stream = self.stream.as_mut().ok_or("no stream")?;
+            let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "non-UTF-8 head")?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line: {:?}", head.lines().next()))?;
+        let mut length = None;
+        let mut close = false;
+        for line in head.split("\r\n").skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim();
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err("chunked responses are not supported by the load generator".into());
+                }
+            }
+        }
+        let length = length.ok_or("response without content-length")?;
+        while buf.len() < head_end + length {
+            let stream = self.stream.as_mut().ok_or("no stream")?;
+            let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed in body".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if buf.len() > head_end + length {
+            return Err("unexpected bytes after the response".into());
+        }
+        self.buf = buf;
+        if close {
+            self.stream = None;
+        }
+        Ok(status)
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)] as f64
+}
+
+pub fn run(spec: &LoadSpec) -> LoadResult {
+    let start = Instant::now();
+    let measure_from = start + spec.warmup;
+    let end = measure_from + spec.duration;
+    let handles: Vec<_> = (0..spec.conns)
+        .map(|t| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let mut conn = Conn { addr: spec.addr, stream: None, buf: Vec::with_capacity(16 * 1024) };
+                let requests: Vec<Vec<u8>> = if spec.creds.is_empty() {
+                    vec![format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", spec.path, spec.addr).into_bytes()]
+                } else {
+                    // This thread's share of the credentials, pre-rendered.
+                    spec.creds
+                        .iter()
+                        .skip(t % spec.creds.len())
+                        .step_by(spec.conns.max(1))
+                        .map(|c| {
+                            format!("GET {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {c}\r\n\r\n", spec.path, spec.addr)
+                                .into_bytes()
+                        })
+                        .collect()
+                };
+                let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
+                let (mut errors, mut first_error) = (0u64, None::<String>);
+                let mut i = 0usize;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let req = &requests[i % requests.len()];
+                    i += 1;
+                    let outcome = conn.roundtrip(req);
+                    let t1 = Instant::now();
+                    if t0 < measure_from {
+                        continue;
+                    }
+                    lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                    match outcome {
+                        Ok(200) => {}
+                        Ok(s) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| format!("HTTP {s}"));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+                (lat, errors, first_error)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut result = LoadResult::default();
+    for h in handles {
+        let (lat, errors, first_error) = h.join().expect("load thread panicked");
+        all.extend(lat);
+        result.errors += errors;
+        if result.first_error.is_none() {
+            result.first_error = first_error;
+        }
+    }
+    all.sort_unstable();
+    result.requests = all.len() as u64;
+    result.rps = all.len() as f64 / spec.duration.as_secs_f64();
+    result.p50_us = percentile(&all, 0.50);
+    result.p90_us = percentile(&all, 0.90);
+    result.p99_us = percentile(&all, 0.99);
+    result.max_us = all.last().copied().unwrap_or(0) as f64;
+    result
+}
+
+/// GET `path` once (no credentials); true on 200. For readiness checks.
+pub fn probe(addr: SocketAddr, path: &str) -> bool {
+    let mut conn = Conn { addr, stream: None, buf: Vec::new() };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    matches!(conn.roundtrip(req.as_bytes()), Ok(200))
+}

@@ -1,0 +1,79 @@
+//! The scale plot: per-call cost against the number of environments, one
+//! panel per revoked-row count, drawn as SVG by plotters.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+const SCRIPTS: &[&str] = &["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace"];
+
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{}k", x / 1e3)
+    } else {
+        format!("{x}")
+    }
+}
+
+pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Debug| format!("plot: {e:?}");
+    let xs: Vec<f64> = points.iter().filter_map(|p| p["environments"].as_f64()).collect();
+    let (xmin, xmax) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    if xs.is_empty() || xmin >= xmax {
+        return Err("plot: need at least two table sizes".into());
+    }
+    let ymax = points
+        .iter()
+        .flat_map(|p| SCRIPTS.iter().filter_map(move |s| p["us_per_call"][*s].as_f64()))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        * 1.15;
+    let width = 560 * rev_points.len().max(1) as u32;
+    let root = SVGBackend::new(path, (width, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let root = root.titled("api_auth: per-call cost against table size (median, 1 client, pgbench -M prepared)", ("sans-serif", 18)).map_err(|x| e(&x))?;
+    let panels = root.split_evenly((1, rev_points.len().max(1)));
+    for (panel, &rev) in panels.iter().zip(rev_points) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{} revoked rows", human(rev as f64)), ("sans-serif", 15))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), 0.0..ymax.max(1.0))
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("environments (log scale)")
+            .y_desc("microseconds per call")
+            .x_label_formatter(&|x| human(*x))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (i, script) in SCRIPTS.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p["revoked"].as_i64() == Some(rev))
+                .filter_map(|p| Some((p["environments"].as_f64()?, p["us_per_call"][*script].as_f64()?)))
+                .filter(|(_, y)| y.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(*script)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|x| e(&x))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# api_auth benchmarks (issue 5): one command that builds in release mode,
+# starts a private PostgreSQL 15 cluster, loads data, runs the pgbench
+# comparisons, the scale runs, the HTTP load against the shim and the Node
+# reference, the memory runs, and prints one table.
+#
+#   bash scripts/bench.sh           # full run (1k/100k/1M environments; ~30-40 min on 2 cores)
+#   bash scripts/bench.sh --smoke   # tiny data set, a minute or two (what CI runs)
+#
+# Writes bench/results/latest.json and bench/results/scale.svg. Benchmarks are
+# programs, not tests: nothing here fails on a slow figure, only on an error.
+#
+# Settings (environment):
+#   API_AUTH_BENCH_HOME   folder for the cluster, the private PostgreSQL tree
+#                         and logs (default /var/tmp/api_auth-bench)
+#   API_AUTH_BENCH_PGPORT cluster port (default 54370); the shim and the Node
+#                         reference listen on API_AUTH_BENCH_SHIM_PORT (54371)
+#                         and API_AUTH_BENCH_NODE_PORT (54372), loopback only
+#   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
+#                         seconds per run (quick looks)
+#   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
+#
+# The extension is not installed into the system PostgreSQL: `cargo pgrx
+# package` builds the release .so and the bench runs it from a private copy
+# of PostgreSQL's install tree, so a debug build installed meanwhile by a test
+# run cannot end up in the figures (and the bench never overwrites it).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+MODE=full
+for a in "$@"; do
+  case "$a" in
+    --smoke) MODE=smoke ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
+  esac
+done
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+HOME_DIR=${API_AUTH_BENCH_HOME:-/var/tmp/api_auth-bench}
+PORT=${API_AUTH_BENCH_PGPORT:-54370}
+DB=api_auth_bench
+ROOT=$HOME_DIR/pgroot
+PKG=$HOME_DIR/pkg
+DATA=$HOME_DIR/pgdata
+RUN=$HOME_DIR/run
+WORK=$HOME_DIR/work
+PGBIN=$ROOT/usr/lib/postgresql/15/bin
+
+log() { printf '[bench.sh] %s\n' "$*" >&2; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+bash scripts/setup.sh
+
+log "building release: extension (cargo pgrx package), shim and bench"
+mkdir -p "$HOME_DIR"
+rm -rf "$PKG"
+cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$PKG" >"$HOME_DIR/package.log" 2>&1 || {
+  tail -40 "$HOME_DIR/package.log" >&2; exit 1; }
+cargo build --release --quiet -p api_auth_shim -p api_auth_bench
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET_DIR=${TARGET_DIR:-$REPO/target}
+
+stop_cluster() {
+  if [ -s "$DATA/PG_VERSION" ] && [ -x "$PGBIN/pg_ctl" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
+# A private PostgreSQL tree: the system's binaries, libraries (pgcrypto
+# included) and share folder, plus the freshly packaged release extension.
+# PostgreSQL finds lib/ and share/ relative to its binary.
+stop_cluster
+rm -rf "$ROOT" "$DATA" "$RUN" "$WORK"
+mkdir -p "$ROOT/usr/lib/postgresql/15/lib" "$ROOT/usr/share/postgresql" "$RUN" "$WORK"
+cp -a /usr/lib/postgresql/15/bin "$ROOT/usr/lib/postgresql/15/"
+find /usr/lib/postgresql/15/lib -maxdepth 1 -type f -name '*.so' ! -name 'api_auth*' \
+  -exec cp -a {} "$ROOT/usr/lib/postgresql/15/lib/" \;
+cp -a /usr/share/postgresql/15 "$ROOT/usr/share/postgresql/"
+rm -f "$ROOT"/usr/share/postgresql/15/extension/api_auth*
+cp -a "$PKG"/usr/lib/postgresql/15/lib/api_auth.so "$ROOT/usr/lib/postgresql/15/lib/"
+cp -a "$PKG"/usr/share/postgresql/15/extension/api_auth* "$ROOT/usr/share/postgresql/15/extension/"
+chmod 755 "$HOME_DIR"
+if [ "$(id -u)" = 0 ]; then chown postgres: "$HOME_DIR" "$RUN"; fi
+
+# A fresh throwaway cluster every run (fsync off: nothing here is kept).
+as_pg "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+cat <<EOC | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$RUN'
+max_connections = 200
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+EOC
+if [ "${API_AUTH_BENCH_KEEP:-0}" != 1 ]; then trap stop_cluster EXIT; fi
+as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$HOME_DIR/postgres.log" -w -t 60 start >/dev/null
+"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d postgres -c "CREATE DATABASE $DB"
+"$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d "$DB" -c "CREATE EXTENSION api_auth"
+log "cluster up on port $PORT ($DATA), extension $("$PGBIN/psql" -X -At -h "$RUN" -p "$PORT" -U postgres -d "$DB" \
+  -c "SELECT extversion FROM pg_extension WHERE extname = 'api_auth'") from $PKG"
+
+# The Node reference server's dependencies (pg, jose), pinned by its lock file.
+NODE_DIR=$REPO/bench/baselines/node
+if [ ! -d "$NODE_DIR/node_modules/pg" ] || [ ! -d "$NODE_DIR/node_modules/jose" ] \
+   || [ "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]; then
+  log "npm ci in bench/baselines/node"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+export API_AUTH_BENCH_DIR=$REPO/bench
+export API_AUTH_BENCH_OUT=$REPO/bench/results
+export API_AUTH_BENCH_WORK=$WORK
+export API_AUTH_BENCH_PGBIN=$PGBIN
+export API_AUTH_BENCH_PGHOST=$RUN
+export API_AUTH_BENCH_PGPORT=$PORT
+export API_AUTH_BENCH_DB=$DB
+export API_AUTH_BENCH_SHIM=$TARGET_DIR/release/api-auth-shim
+export API_AUTH_BENCH_NODE_DIR=$NODE_DIR
+export API_AUTH_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+export API_AUTH_BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ARGS=(run)
+if [ "$MODE" = smoke ]; then ARGS+=(--smoke); fi
+"$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
