@@ -158,3 +158,61 @@ pub fn validate(db: &mut Client, token: &str) -> (bool, Option<String>, Option<S
         .expect("validate_public_jwt");
     (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
 }
+
+/// A cluster of a test's own (started with `scripts/cluster.sh`), for tests that
+/// stop and restart the database and so must not share the suite's cluster.
+pub struct PrivateCluster {
+    pub home: std::path::PathBuf,
+    pub port: u16,
+    pub db: String,
+}
+
+impl PrivateCluster {
+    pub fn start(name: &str) -> PrivateCluster {
+        let home = std::path::PathBuf::from(format!("/var/tmp/api_auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let cluster = PrivateCluster { home, port, db: name.to_owned() };
+        cluster.run("start");
+        cluster
+    }
+
+    fn run(&self, action: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("API_AUTH_HOME", &self.home)
+            .env("API_AUTH_PGPORT", self.port.to_string())
+            .env("API_AUTH_DB", &self.db)
+            .env("API_AUTH_FAST", "1")
+            .status()
+            .expect("run scripts/cluster.sh");
+        assert!(status.success(), "cluster.sh {action} failed");
+    }
+
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    pub fn restart(&self) {
+        self.run("start");
+    }
+
+    /// libpq key=value DSN over the cluster's socket.
+    pub fn dsn(&self) -> String {
+        format!("host={}/run port={} user=postgres dbname={}", self.home.display(), self.port, self.db)
+    }
+
+    /// URL over TCP loopback.
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{}", self.port, self.db)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
