@@ -148,3 +148,34 @@ BEGIN
   END LOOP;
   RETURN good;
 END $$;
+
+-- Server-side cost per call, without the client round trip: `calls` calls
+-- of one kind inside one statement, each its own SELECT ... INTO (the loop's
+-- own cost is the same for every kind). Returns microseconds per call.
+CREATE OR REPLACE FUNCTION bench.time_loop(kind text, calls int) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE k text[]; t text[]; started timestamptz; s text; v boolean;
+BEGIN
+  k := ARRAY(SELECT api_key FROM bench.pick ORDER BY md5(n::text) LIMIT 10000);
+  t := ARRAY(SELECT token FROM bench.token ORDER BY n);
+  started := clock_timestamp();
+  IF kind = 'bare_lookup' THEN
+    FOR i IN 1..calls LOOP
+      SELECT e.id INTO s FROM api_auth.runtime_environment e WHERE e.api_key = k[1 + i % cardinality(k)];
+    END LOOP;
+  ELSIF kind = 'find_current' THEN
+    FOR i IN 1..calls LOOP
+      SELECT f.id INTO s FROM api_auth.find_environment_by_api_key(k[1 + i % cardinality(k)]) f;
+    END LOOP;
+  ELSIF kind = 'validate_current' THEN
+    FOR i IN 1..calls LOOP
+      SELECT x.ok INTO v FROM api_auth.validate_public_jwt(t[1 + i % cardinality(t)]) x;
+    END LOOP;
+  ELSIF kind = 'validate_plpgsql' THEN
+    FOR i IN 1..calls LOOP
+      SELECT x.ok INTO v FROM bench_baseline.validate_public_jwt(t[1 + i % cardinality(t)]) x;
+    END LOOP;
+  ELSE
+    RAISE EXCEPTION 'unknown kind %', kind;
+  END IF;
+  RETURN extract(epoch FROM clock_timestamp() - started) * 1e6 / calls;
+END $$;

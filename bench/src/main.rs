@@ -307,6 +307,7 @@ fn run(smoke: bool) -> Result<(), String> {
             if (nenv, nrev) == mode.base {
                 log(format!("side-by-side SQL comparisons at {nenv} environments / {nrev} revoked rows"));
                 cx.pgbench_rounds("sql", MAIN_SCRIPTS, &[1, 2], mode.runs, mode.secs)?;
+                server_side(&mut cx)?;
                 rotation(&mut cx)?;
                 extra["memory"] = memory(&mut cx)?;
                 extra["http"] = http(&mut cx)?;
@@ -381,6 +382,24 @@ fn sanity(cx: &Ctx) -> Result<(), String> {
     let got = cx.pg.sql(q)?;
     if got != "t|t|t|t|t|t|t" {
         return Err(format!("sanity check failed (current, grace, miss, token, grace token, plpgsql, plpgsql grace): {got}"));
+    }
+    Ok(())
+}
+
+/// Server-side cost per call (no client round trip), by loops inside one
+/// statement, interleaved over several rounds.
+fn server_side(cx: &mut Ctx) -> Result<(), String> {
+    let calls = if cx.mode.name == "smoke" { 2_000 } else { 50_000 };
+    for round in 0..cx.mode.runs {
+        for kind in ["bare_lookup", "find_current", "validate_current", "validate_plpgsql"] {
+            let us: f64 = cx
+                .pg
+                .sql(&format!("SELECT bench.time_loop('{kind}', {calls})"))?
+                .parse()
+                .map_err(|e| format!("time_loop: {e}"))?;
+            log(format!("  server-side round {}/{} {kind:<18} {us:>8.2} us/call", round + 1, cx.mode.runs));
+            cx.samples.push(format!("server/{kind}/us"), us);
+        }
     }
     Ok(())
 }

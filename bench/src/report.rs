@@ -103,6 +103,18 @@ impl Report {
                 ratio: b / v, ratio_of: "speed-up: baseline / figure", target: Target::AtLeast(5.0),
             });
         }
+        // Server-side (in-statement loops, no round trip).
+        let sv = |k: &str| s.med(&format!("server/{k}/us"));
+        rows.push(Row {
+            item: "1", figure: "server-side: find_environment_by_api_key, current key".into(), value: sv("find_current"),
+            baseline: "server-side: bare SELECT by api_key".into(), baseline_value: sv("bare_lookup"), unit: "us/call",
+            ratio: sv("find_current") / sv("bare_lookup"), ratio_of: "figure / baseline", target: Target::AtMost(1.3),
+        });
+        rows.push(Row {
+            item: "3b", figure: "server-side: validate_public_jwt, current key".into(), value: sv("validate_current"),
+            baseline: "server-side: PL/pgSQL + pgcrypto HS256".into(), baseline_value: sv("validate_plpgsql"), unit: "us/call",
+            ratio: sv("validate_plpgsql") / sv("validate_current"), ratio_of: "speed-up: baseline / figure", target: Target::AtLeast(5.0),
+        });
         // Rotation.
         let (v, b) = (s.med("rotation/mixed/rotate/tps"), s.med("rotation/alone/rotate/tps"));
         rows.push(Row {
