@@ -224,7 +224,7 @@ pub struct Resp {
 }
 
 impl Resp {
-    fn parse(raw: &[u8]) -> Option<Resp> {
+    pub fn parse(raw: &[u8]) -> Option<Resp> {
         let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
         let head = String::from_utf8_lossy(&raw[..end]).to_string();
         let mut lines = head.split("\r\n");
