@@ -33,11 +33,13 @@ pub struct SigningEnvironment {
     pub current_key: String,
 }
 
+// A PREVIEW parent authenticates only through its branches, by key or by token.
 plan!(SIGNING_ENVIRONMENT, false, [TEXTOID],
     "SELECT e.id, e.type, coalesce(p.id, e.id), coalesce(p.api_key, e.api_key) \
      FROM api_auth.runtime_environment e \
      LEFT JOIN api_auth.runtime_environment p ON p.id = e.parent_environment_id \
-     WHERE e.id = $1 AND e.archived_at IS NULL AND p.archived_at IS NULL");
+     WHERE e.id = $1 AND e.archived_at IS NULL AND p.archived_at IS NULL \
+       AND NOT (e.type = 'PREVIEW' AND e.parent_environment_id IS NULL)");
 
 plan!(GRACE_KEYS, false, [TEXTOID],
     "SELECT id, api_key FROM api_auth.revoked_api_key \
@@ -52,7 +54,8 @@ fn policy_settings() -> (String, String) {
     (settings::jwt_issuer(), settings::jwt_audience())
 }
 
-/// Load a live (not archived, nor under an archived parent) environment by id.
+/// Load an environment that can be a token's subject: live (not archived, nor
+/// under an archived parent) and not a PREVIEW parent.
 pub fn signing_environment(client: &SpiClient<'_>, id: &str) -> Result<Option<SigningEnvironment>> {
     let Some(row) = SIGNING_ENVIRONMENT.run(client, &[id.into()])?.into_iter().next() else {
         return Ok(None);

@@ -78,6 +78,11 @@ fn branch_tokens_validate_against_the_parents_keys() {
     assert!(validate(&mut db, &hand_made).0);
     db.execute("UPDATE api_auth.runtime_environment SET archived_at = now() WHERE id = $1", &[&parent]).unwrap();
     assert_eq!(validate(&mut db, &hand_made).1.as_deref(), Some("environment_not_found"));
+    // A token for the PREVIEW parent itself, even well signed, authenticates
+    // nothing (as its key without a branch authenticates nothing).
+    let (parent2, pk2) = create_environment(&mut db, "preview2", "PREVIEW");
+    let parent_token = sign_jwt(&json!({"alg": "HS256"}), &public_claims(&parent2), &pk2);
+    assert_eq!(validate(&mut db, &parent_token).1.as_deref(), Some("environment_not_found"));
     // A PREVIEW key without a branch mints nothing.
     let none: Option<String> = db.query_one("SELECT api_auth.mint_public_jwt($1)", &[&pk]).unwrap().get(0);
     assert_eq!(none, None);
