@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of api_auth on this machine, installing what is missing:
 # unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
-# against a throwaway private PostgreSQL 15 cluster with the extension installed.
+# against a throwaway private PostgreSQL 15 cluster with the extension installed,
+# then a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +39,12 @@ set -e
 counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_AUTH_HOME/cargo-test.log" |
   awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "tests: ${counts% *} passed, ${counts#* } failed"
+
+# Fuzz smoke of the token and scope code (no PostgreSQL involved):
+# API_AUTH_FUZZ_SECONDS per target, 0 to skip.
+fuzz_seconds=${API_AUTH_FUZZ_SECONDS:-45}
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz smoke: ${fuzz_seconds}s per target"
+  bash scripts/fuzz.sh "$fuzz_seconds" || status=1
+fi
 exit "$status"
