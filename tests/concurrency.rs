@@ -13,20 +13,10 @@ const ROTATIONS_EACH: usize = 15;
 fn concurrent_rotations_lose_no_key() {
     let (dsn, mut db) = fresh("concurrent_rotate");
     let (env, first_key) = create_environment(&mut db, "prod", "PRODUCTION");
-    let barrier = Arc::new(Barrier::new(CONNECTIONS));
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (dsn, env, barrier) = (dsn.clone(), env.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut db = connect(&dsn);
-                barrier.wait();
-                (0..ROTATIONS_EACH).map(|_| rotate(&mut db, &env).0).collect::<Vec<_>>()
-            })
-        })
-        .collect();
     let mut issued = vec![first_key];
-    for w in workers {
-        issued.extend(w.join().expect("rotation thread"));
+    let target = env.clone();
+    for keys in on_every_connection(&dsn, move |db| (0..ROTATIONS_EACH).map(|_| rotate(db, &target).0).collect::<Vec<_>>()) {
+        issued.extend(keys);
     }
     let total = CONNECTIONS * ROTATIONS_EACH;
     assert_eq!(issued.len(), total + 1);
@@ -58,24 +48,35 @@ fn concurrent_rotations_lose_no_key() {
 fn concurrent_session_creation_is_idempotent() {
     let (dsn, mut db) = fresh("concurrent_sessions");
     let (env, _) = create_environment(&mut db, "prod", "PRODUCTION");
-    let barrier = Arc::new(Barrier::new(CONNECTIONS));
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            let (dsn, env, barrier) = (dsn.clone(), env.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut db = connect(&dsn);
-                barrier.wait();
-                let r = db
-                    .query_one("SELECT id, is_cached FROM api_auth.create_session($1, 'chat', 'foo', external_id => 'same')", &[&env])
-                    .expect("create_session");
-                (r.get::<_, String>(0), r.get::<_, bool>(1))
-            })
-        })
-        .collect();
-    let results: Vec<(String, bool)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let results = on_every_connection(&dsn, move |db| {
+        let r = db
+            .query_one("SELECT id, is_cached FROM api_auth.create_session($1, 'chat', 'foo', external_id => 'same')", &[&env])
+            .expect("create_session");
+        (r.get::<_, String>(0), r.get::<_, bool>(1))
+    });
     let ids: HashSet<_> = results.iter().map(|r| &r.0).collect();
     assert_eq!(ids.len(), 1, "one session for one external id");
     assert_eq!(results.iter().filter(|r| !r.1).count(), 1, "exactly one creator, the rest cached");
+}
+
+/// Run `work` on CONNECTIONS connections at once (released together by a
+/// barrier, so the calls really overlap); the results in connection order.
+fn on_every_connection<T: Send + 'static>(
+    dsn: &str,
+    work: impl Fn(&mut Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let (barrier, work) = (Arc::new(Barrier::new(CONNECTIONS)), Arc::new(work));
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (dsn, barrier, work) = (dsn.to_owned(), barrier.clone(), work.clone());
+            thread::spawn(move || {
+                let mut db = connect(&dsn);
+                barrier.wait();
+                work(&mut db)
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().expect("worker thread")).collect()
 }
 
 fn mask(key: &str) -> String {
