@@ -149,33 +149,44 @@ BEGIN
   RETURN good;
 END $$;
 
--- Server-side cost per call, without the client round trip: `calls` calls
--- of one kind inside one statement, each its own SELECT ... INTO (the loop's
--- own cost is the same for every kind). Returns microseconds per call.
-CREATE OR REPLACE FUNCTION bench.time_loop(kind text, calls int) RETURNS double precision LANGUAGE plpgsql AS $$
-DECLARE k text[]; t text[]; started timestamptz; s text; v boolean;
+-- Server-side cost per call, without the client round trip: up to `calls`
+-- calls of one kind inside one statement (at most `budget_s` seconds), each
+-- its own SELECT ... INTO (the loop's own cost is the same for every kind).
+-- Returns microseconds per call. Immune to the client/server wake-up
+-- latency that dominates single-client pgbench figures on small VMs.
+CREATE OR REPLACE FUNCTION bench.time_loop(kind text, calls int, budget_s double precision DEFAULT 3)
+RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE k text[]; g text[]; m text[]; t text[]; gt text[]; started timestamptz; deadline timestamptz;
+        s text; v boolean; done int := 0;
 BEGIN
   k := ARRAY(SELECT api_key FROM bench.pick ORDER BY md5(n::text) LIMIT 10000);
+  g := ARRAY(SELECT api_key FROM bench.grace_pick ORDER BY n);
+  m := ARRAY(SELECT 'tr_prod_' || substr(md5('miss' || i), 1, 24) FROM generate_series(1, 10000) i);
   t := ARRAY(SELECT token FROM bench.token ORDER BY n);
+  gt := ARRAY(SELECT token FROM bench.grace_token ORDER BY n);
   started := clock_timestamp();
-  IF kind = 'bare_lookup' THEN
-    FOR i IN 1..calls LOOP
-      SELECT e.id INTO s FROM api_auth.runtime_environment e WHERE e.api_key = k[1 + i % cardinality(k)];
-    END LOOP;
-  ELSIF kind = 'find_current' THEN
-    FOR i IN 1..calls LOOP
-      SELECT f.id INTO s FROM api_auth.find_environment_by_api_key(k[1 + i % cardinality(k)]) f;
-    END LOOP;
-  ELSIF kind = 'validate_current' THEN
-    FOR i IN 1..calls LOOP
-      SELECT x.ok INTO v FROM api_auth.validate_public_jwt(t[1 + i % cardinality(t)]) x;
-    END LOOP;
-  ELSIF kind = 'validate_plpgsql' THEN
-    FOR i IN 1..calls LOOP
-      SELECT x.ok INTO v FROM bench_baseline.validate_public_jwt(t[1 + i % cardinality(t)]) x;
-    END LOOP;
-  ELSE
-    RAISE EXCEPTION 'unknown kind %', kind;
-  END IF;
-  RETURN extract(epoch FROM clock_timestamp() - started) * 1e6 / calls;
+  deadline := started + budget_s * interval '1 second';
+  FOR i IN 1..calls LOOP
+    CASE kind
+      WHEN 'bare_lookup' THEN
+        SELECT e.id INTO s FROM api_auth.runtime_environment e WHERE e.api_key = k[1 + i % cardinality(k)];
+      WHEN 'find_current' THEN
+        SELECT f.id INTO s FROM api_auth.find_environment_by_api_key(k[1 + i % cardinality(k)]) f;
+      WHEN 'find_grace' THEN
+        SELECT f.id INTO s FROM api_auth.find_environment_by_api_key(g[1 + i % cardinality(g)]) f;
+      WHEN 'find_miss' THEN
+        SELECT f.id INTO s FROM api_auth.find_environment_by_api_key(m[1 + i % cardinality(m)]) f;
+      WHEN 'validate_current' THEN
+        SELECT x.ok INTO v FROM api_auth.validate_public_jwt(t[1 + i % cardinality(t)]) x;
+      WHEN 'validate_grace' THEN
+        SELECT x.ok INTO v FROM api_auth.validate_public_jwt(gt[1 + i % cardinality(gt)]) x;
+      WHEN 'validate_plpgsql' THEN
+        SELECT x.ok INTO v FROM bench_baseline.validate_public_jwt(t[1 + i % cardinality(t)]) x;
+      ELSE
+        RAISE EXCEPTION 'unknown kind %', kind;
+    END CASE;
+    done := i;
+    EXIT WHEN i % 64 = 0 AND clock_timestamp() > deadline;
+  END LOOP;
+  RETURN extract(epoch FROM clock_timestamp() - started) * 1e6 / done;
 END $$;

@@ -134,7 +134,7 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -146,7 +146,7 @@ fn median(v: &[f64]) -> f64 {
 
 /// Raw samples, keyed like `sql/c1/find_current/us`.
 #[derive(Default)]
-struct Samples(BTreeMap<String, Vec<f64>>);
+pub struct Samples(pub BTreeMap<String, Vec<f64>>);
 
 impl Samples {
     fn push(&mut self, key: impl Into<String>, v: f64) {
@@ -298,16 +298,18 @@ fn run(smoke: bool) -> Result<(), String> {
 
             let prefix = format!("scale/{nenv}/{nrev}");
             cx.pgbench_rounds(&prefix, SCALE_SCRIPTS, &[1], mode.scale_runs, mode.scale_secs)?;
-            let mut point = json!({ "environments": nenv, "revoked": nrev, "us_per_call": {} });
+            server_rounds(&mut cx, &format!("{prefix}/server"), SCALE_SCRIPTS, mode.scale_runs)?;
+            let mut point = json!({ "environments": nenv, "revoked": nrev, "us_per_call": {}, "server_us_per_call": {} });
             for s in SCALE_SCRIPTS {
                 point["us_per_call"][*s] = json!(cx.samples.med(&format!("{prefix}/c1/{s}/us")));
+                point["server_us_per_call"][*s] = json!(cx.samples.med(&format!("{prefix}/server/{s}/us")));
             }
             scale_points.push(point);
 
             if (nenv, nrev) == mode.base {
                 log(format!("side-by-side SQL comparisons at {nenv} environments / {nrev} revoked rows"));
                 cx.pgbench_rounds("sql", MAIN_SCRIPTS, &[1, 2], mode.runs, mode.secs)?;
-                server_side(&mut cx)?;
+                server_rounds(&mut cx, "server", MAIN_SCRIPTS, mode.runs)?;
                 rotation(&mut cx)?;
                 extra["memory"] = memory(&mut cx)?;
                 extra["http"] = http(&mut cx)?;
@@ -386,19 +388,26 @@ fn sanity(cx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// Server-side cost per call (no client round trip), by loops inside one
-/// statement, interleaved over several rounds.
-fn server_side(cx: &mut Ctx) -> Result<(), String> {
-    let calls = if cx.mode.name == "smoke" { 2_000 } else { 50_000 };
-    for round in 0..cx.mode.runs {
-        for kind in ["bare_lookup", "find_current", "validate_current", "validate_plpgsql"] {
-            let us: f64 = cx
-                .pg
-                .sql(&format!("SELECT bench.time_loop('{kind}', {calls})"))?
+/// Server-side cost per call (no client round trip, no wake-ups): loops
+/// inside one statement (`bench.time_loop`), interleaved over `runs` rounds.
+fn server_rounds(cx: &mut Ctx, prefix: &str, kinds: &[&str], runs: usize) -> Result<(), String> {
+    let (calls, budget) = if cx.mode.name == "smoke" { (2_000, 0.5) } else { (30_000, 3.0) };
+    for round in 0..runs {
+        for kind in kinds {
+            // A short warm-up loop first, in the same session: library load,
+            // plan preparation and catalog caches are not per-call costs.
+            let out = cx.pg.session(&format!(
+                "SELECT bench.time_loop('{kind}', 200, 0.2);\nSELECT bench.time_loop('{kind}', {calls}, {budget});\n"
+            ))?;
+            let us: f64 = out
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
                 .parse()
-                .map_err(|e| format!("time_loop: {e}"))?;
-            log(format!("  server-side round {}/{} {kind:<18} {us:>8.2} us/call", round + 1, cx.mode.runs));
-            cx.samples.push(format!("server/{kind}/us"), us);
+                .map_err(|e| format!("time_loop: {e} in {out:?}"))?;
+            log(format!("  {prefix} round {}/{runs} {kind:<18} {us:>8.2} us/call", round + 1));
+            cx.samples.push(format!("{prefix}/{kind}/us"), us);
         }
     }
     Ok(())

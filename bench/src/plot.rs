@@ -25,29 +25,40 @@ pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<()
     if xs.is_empty() || xmin >= xmax {
         return Err("plot: need at least two table sizes".into());
     }
-    let ymax = points
-        .iter()
-        .flat_map(|p| SCRIPTS.iter().filter_map(move |s| p["us_per_call"][*s].as_f64()))
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max)
-        * 1.15;
-    let width = 560 * rev_points.len().max(1) as u32;
-    let root = SVGBackend::new(path, (width, 460)).into_drawing_area();
+    let cols = rev_points.len().max(1);
+    let width = 560 * cols as u32;
+    let root = SVGBackend::new(path, (width, 880)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
-    let root = root.titled("api_auth: per-call cost against table size (median, 1 client, pgbench -M prepared)", ("sans-serif", 18)).map_err(|x| e(&x))?;
-    let panels = root.split_evenly((1, rev_points.len().max(1)));
-    for (panel, &rev) in panels.iter().zip(rev_points) {
+    let root = root.titled("api_auth: per-call cost against table size (medians)", ("sans-serif", 18)).map_err(|x| e(&x))?;
+    let panels = root.split_evenly((2, cols));
+    let kinds = [("server_us_per_call", "server-side (loop in one statement)"), ("us_per_call", "pgbench -M prepared, 1 client (incl. round trip)")];
+    for (idx, panel) in panels.iter().enumerate() {
+        let (field, label) = kinds[idx / cols];
+        let rev = rev_points[idx % cols];
+        let ymax = points
+            .iter()
+            .flat_map(|p| SCRIPTS.iter().filter_map(move |s| p[field][*s].as_f64()))
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max)
+            * 1.3;
+        let ymin = points
+            .iter()
+            .flat_map(|p| SCRIPTS.iter().filter_map(move |s| p[field][*s].as_f64()))
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .fold(f64::MAX, f64::min)
+            .min(ymax / 2.0)
+            * 0.7;
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} revoked rows", human(rev as f64)), ("sans-serif", 15))
+            .caption(format!("{label}, {} revoked rows", human(rev as f64)), ("sans-serif", 14))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), 0.0..ymax.max(1.0))
+            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin.max(0.01)..ymax.max(1.0)).log_scale())
             .map_err(|x| e(&x))?;
         chart
             .configure_mesh()
             .x_desc("environments (log scale)")
-            .y_desc("microseconds per call")
+            .y_desc("microseconds per call (log)")
             .x_label_formatter(&|x| human(*x))
             .draw()
             .map_err(|x| e(&x))?;
@@ -56,7 +67,7 @@ pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<()
             let pts: Vec<(f64, f64)> = points
                 .iter()
                 .filter(|p| p["revoked"].as_i64() == Some(rev))
-                .filter_map(|p| Some((p["environments"].as_f64()?, p["us_per_call"][*script].as_f64()?)))
+                .filter_map(|p| Some((p["environments"].as_f64()?, p[field][*script].as_f64()?)))
                 .filter(|(_, y)| y.is_finite())
                 .collect();
             chart
