@@ -218,7 +218,8 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(args.iter().any(|a| a == "--smoke")),
         Some("load") => load_cmd(&args[1..]),
-        _ => Err("usage: api_auth_bench run [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S]\n\
+        Some("plot") => plot_cmd(&args[1..]),
+        _ => Err("usage: api_auth_bench run [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };
@@ -226,6 +227,20 @@ fn main() {
         eprintln!("api_auth_bench: {e}");
         std::process::exit(1);
     }
+}
+
+/// `plot RESULTS.json OUT.svg`: redraw the scale plot from a results file.
+fn plot_cmd(args: &[String]) -> Result<(), String> {
+    let (Some(input), Some(output)) = (args.first(), args.get(1)) else {
+        return Err("usage: api_auth_bench plot RESULTS.json OUT.svg".into());
+    };
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(input).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let points = doc["scale"].as_array().cloned().unwrap_or_default();
+    let mut revs: Vec<i64> = points.iter().filter_map(|p| p["revoked"].as_i64()).collect();
+    revs.sort_unstable();
+    revs.dedup();
+    plot::scale_svg(Path::new(output), &points, &revs)
 }
 
 fn load_cmd(args: &[String]) -> Result<(), String> {

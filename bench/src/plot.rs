@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::combinators::BindKeyPoints;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -20,7 +21,9 @@ fn human(x: f64) -> String {
 
 pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Debug| format!("plot: {e:?}");
-    let xs: Vec<f64> = points.iter().filter_map(|p| p["environments"].as_f64()).collect();
+    let mut xs: Vec<f64> = points.iter().filter_map(|p| p["environments"].as_f64()).collect();
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    xs.dedup();
     let (xmin, xmax) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
     if xs.is_empty() || xmin >= xmax {
         return Err("plot: need at least two table sizes".into());
@@ -53,13 +56,23 @@ pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<()
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(55)
-            .build_cartesian_2d((xmin * 0.8..xmax * 1.25).log_scale(), (ymin.max(0.01)..ymax.max(1.0)).log_scale())
+            .build_cartesian_2d(
+                (xmin * 0.7..xmax * 1.4).log_scale().with_key_points(xs.clone()),
+                (ymin.max(0.01)..ymax.max(1.0)).log_scale().with_key_points(
+                    [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]
+                        .into_iter()
+                        .filter(|v| *v >= ymin && *v <= ymax)
+                        .collect(),
+                ),
+            )
             .map_err(|x| e(&x))?;
         chart
             .configure_mesh()
             .x_desc("environments (log scale)")
             .y_desc("microseconds per call (log)")
             .x_label_formatter(&|x| human(*x))
+            .y_label_formatter(&|y| format!("{y}"))
+            .light_line_style(WHITE)
             .draw()
             .map_err(|x| e(&x))?;
         for (i, script) in SCRIPTS.iter().enumerate() {
