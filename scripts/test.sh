@@ -2,7 +2,8 @@
 # Runs every test of api_auth on this machine, installing what is missing:
 # unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
 # against a throwaway private PostgreSQL 15 cluster with the extension installed,
-# then a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips).
+# then a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips)
+# and the benchmark command in smoke mode (API_AUTH_BENCH_SMOKE=0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,5 +47,13 @@ fuzz_seconds=${API_AUTH_FUZZ_SECONDS:-45}
 if [ "$fuzz_seconds" != 0 ]; then
   echo "== fuzz smoke: ${fuzz_seconds}s per target"
   bash scripts/fuzz.sh "$fuzz_seconds" || status=1
+fi
+# The benchmark command in smoke mode (tiny data; checks it runs, asserts no speed):
+# API_AUTH_BENCH_SMOKE=0 skips it.
+if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
+  echo "== bench smoke"
+  API_AUTH_BENCH_HOME="$API_AUTH_HOME/bench" API_AUTH_BENCH_PGPORT=$((API_AUTH_PGPORT + 50)) \
+  API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
+    bash scripts/bench.sh --smoke || status=1
 fi
 exit "$status"
