@@ -33,7 +33,7 @@ MODE=full
 for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
   esac
 done
