@@ -2,6 +2,12 @@
 -- exists. sql/api_auth--0.1.0--0.2.0.sql is a link to this file (the upgrade
 -- runs the same statements); freeze a copy there before changing this file.
 
+-- 0.1.0 indexed revoked_api_key by environment only; token validation wants
+-- only the rows still in grace (a no-op rebuild on a fresh install).
+DROP INDEX IF EXISTS api_auth.revoked_api_key_runtime_environment_id_idx;
+CREATE INDEX revoked_api_key_runtime_environment_id_idx
+    ON api_auth.revoked_api_key (runtime_environment_id, expires_at);
+
 -- Two roles. Roles are cluster-wide and survive DROP EXTENSION; several
 -- databases with the extension share them.
 DO $roles$
