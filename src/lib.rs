@@ -9,7 +9,8 @@
 //! - [`sessions`]: `create_session` / `get_session`
 //!
 //! Plumbing: [`errors`] (the one place errors become `ereport`), [`settings`]
-//! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend).
+//! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend),
+//! [`probe`] (unique-index look-ups without the executor, for the hot path).
 //! Tables, views, comments and privileges are plain SQL in `sql/`.
 
 use pgrx::prelude::*;
@@ -18,6 +19,7 @@ pub mod errors;
 pub mod keys;
 pub mod lookup;
 pub mod plans;
+pub mod probe;
 pub mod rotation;
 pub mod scopes;
 pub mod sessions;

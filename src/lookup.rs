@@ -14,6 +14,7 @@ use pgrx::spi::{SpiClient, SpiTupleTable};
 
 use crate::errors::{OrReport, Result};
 use crate::plan;
+use crate::probe::{self, EnvironmentRow};
 
 /// Longest branch name considered (the column allows 256).
 pub const MAX_BRANCH_LEN: usize = 256;
@@ -52,7 +53,8 @@ pub struct Environment {
     pub grace_expires_at: Option<TimestampWithTimeZone>,
 }
 
-/// The environment columns every lookup statement selects, in [`Environment`] order.
+/// The environment columns every lookup statement selects, in
+/// [`probe::ENVIRONMENT_COLUMNS`] order.
 macro_rules! env_columns {
     () => {
         "e.id, e.slug, e.type, e.api_key, e.pk_api_key, \
@@ -60,42 +62,58 @@ macro_rules! env_columns {
     };
 }
 
-plan!(PRIMARY, false, [TEXTOID], concat!(
-    "SELECT ", env_columns!(), " FROM api_auth.runtime_environment e \
-     WHERE e.api_key = $1 AND e.archived_at IS NULL"));
+// The primary step is a direct probe of the api_key index (probe::BY_API_KEY):
+// no plan, no executor. Every statement below runs only after it missed.
 
+// Operators are schema-qualified: these run under the caller's search_path.
 plan!(GRACE, false, [TEXTOID], concat!(
     "SELECT ", env_columns!(), ", r.id, r.expires_at \
      FROM api_auth.revoked_api_key r \
-     JOIN api_auth.runtime_environment e ON e.id = r.runtime_environment_id \
-     WHERE r.api_key = $1 AND r.expires_at > pg_catalog.now() AND e.archived_at IS NULL \
+     JOIN api_auth.runtime_environment e ON e.id OPERATOR(pg_catalog.=) r.runtime_environment_id \
+     WHERE r.api_key OPERATOR(pg_catalog.=) $1 \
+       AND r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() AND e.archived_at IS NULL \
      ORDER BY r.expires_at DESC LIMIT 1"));
 
 plan!(BRANCH, false, [TEXTOID, TEXTOID], concat!(
     "SELECT ", env_columns!(), " FROM api_auth.runtime_environment e \
-     WHERE e.parent_environment_id = $1 AND e.branch_name = $2 AND e.archived_at IS NULL"));
+     WHERE e.parent_environment_id OPERATOR(pg_catalog.=) $1 \
+       AND e.branch_name OPERATOR(pg_catalog.=) $2 AND e.archived_at IS NULL"));
 
+impl Environment {
+    fn new(row: EnvironmentRow, matched_by: MatchedBy) -> Self {
+        let [id, slug, kind, api_key, pk_api_key, parent_environment_id, branch_name, project_id, organization_id] =
+            row;
+        Environment {
+            id: id.unwrap_or_default(),
+            slug: slug.unwrap_or_default(),
+            kind: kind.unwrap_or_default(),
+            api_key: api_key.unwrap_or_default(),
+            pk_api_key,
+            parent_environment_id,
+            branch_name,
+            project_id,
+            organization_id,
+            matched_by,
+            revoked_api_key_id: None,
+            grace_expires_at: None,
+        }
+    }
+}
+
+/// The first row of a statement selecting `env_columns!()` (plus, for a grace
+/// hit, the revoked row's id and expires_at).
 fn environment_from(rows: SpiTupleTable<'_>, matched_by: MatchedBy) -> Result<Option<Environment>> {
     let Some(row) = rows.into_iter().next() else { return Ok(None) };
-    let (revoked_api_key_id, grace_expires_at) = if matched_by == MatchedBy::Grace {
-        (row.get::<String>(10)?, row.get::<TimestampWithTimeZone>(11)?)
-    } else {
-        (None, None)
-    };
-    Ok(Some(Environment {
-        id: row.get(1)?.unwrap_or_default(),
-        slug: row.get(2)?.unwrap_or_default(),
-        kind: row.get(3)?.unwrap_or_default(),
-        api_key: row.get::<String>(4)?.unwrap_or_default(),
-        pk_api_key: row.get(5)?,
-        parent_environment_id: row.get(6)?,
-        branch_name: row.get(7)?,
-        project_id: row.get(8)?,
-        organization_id: row.get(9)?,
-        matched_by,
-        revoked_api_key_id,
-        grace_expires_at,
-    }))
+    let mut columns = EnvironmentRow::default();
+    for (i, value) in columns.iter_mut().enumerate() {
+        *value = row.get(i + 1)?;
+    }
+    let mut env = Environment::new(columns, matched_by);
+    if matched_by == MatchedBy::Grace {
+        env.revoked_api_key_id = row.get(10)?;
+        env.grace_expires_at = row.get(11)?;
+    }
+    Ok(Some(env))
 }
 
 /// The lookup itself, for every caller inside the extension (mint uses it too).
@@ -104,8 +122,8 @@ pub fn find(client: &SpiClient<'_>, api_key: &str, branch_name: Option<&str>) ->
     if api_key.is_empty() || api_key.len() > MAX_KEY_LEN {
         return Ok(None);
     }
-    let mut env = match environment_from(PRIMARY.run(client, &[api_key.into()])?, MatchedBy::Current)? {
-        Some(env) => env,
+    let mut env = match probe::BY_API_KEY.live_environment(api_key)? {
+        Some(row) => Environment::new(row, MatchedBy::Current),
         None => match environment_from(GRACE.run(client, &[api_key.into()])?, MatchedBy::Grace)? {
             Some(env) => env,
             None => return Ok(None),

@@ -148,7 +148,7 @@ fn create(
                 return Err(ApiAuthError::invalid("expires_at must lie in the future"));
             }
         }
-        let env = tokens::signing_environment(client, environment_id)?
+        let env = tokens::signing_environment(environment_id)?
             .ok_or_else(|| ApiAuthError::NotFound(format!("environment \"{environment_id}\" not found")))?;
         let id = keys::generate_id("session")?;
         let inserted = INSERT.run(

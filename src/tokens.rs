@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::errors::{ApiAuthError, OrReport, Result};
 use crate::lookup::{self, MatchedBy};
 use crate::plan;
+use crate::probe;
 use crate::settings;
 
 /// Largest `claims` object accepted by `mint_public_jwt`: the token must stay
@@ -33,17 +34,11 @@ pub struct SigningEnvironment {
     pub current_key: String,
 }
 
-// A PREVIEW parent authenticates only through its branches, by key or by token.
-plan!(SIGNING_ENVIRONMENT, false, [TEXTOID],
-    "SELECT e.id, e.type, coalesce(p.id, e.id), coalesce(p.api_key, e.api_key) \
-     FROM api_auth.runtime_environment e \
-     LEFT JOIN api_auth.runtime_environment p ON p.id = e.parent_environment_id \
-     WHERE e.id = $1 AND e.archived_at IS NULL AND p.archived_at IS NULL \
-       AND NOT (e.type = 'PREVIEW' AND e.parent_environment_id IS NULL)");
-
+// Schema-qualified operators: this runs under the caller's search_path.
 plan!(GRACE_KEYS, false, [TEXTOID],
     "SELECT id, api_key FROM api_auth.revoked_api_key \
-     WHERE runtime_environment_id = $1 AND expires_at > pg_catalog.now() \
+     WHERE runtime_environment_id OPERATOR(pg_catalog.=) $1 \
+       AND expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
      ORDER BY expires_at DESC");
 
 pub fn now_epoch() -> i64 {
@@ -55,18 +50,22 @@ fn policy_settings() -> (String, String) {
 }
 
 /// Load an environment that can be a token's subject: live (not archived, nor
-/// under an archived parent) and not a PREVIEW parent.
-pub fn signing_environment(client: &SpiClient<'_>, id: &str) -> Result<Option<SigningEnvironment>> {
-    let Some(row) = SIGNING_ENVIRONMENT.run(client, &[id.into()])?.into_iter().next() else {
+/// under an archived parent) and not a PREVIEW parent, which authenticates only
+/// through its branches, by key or by token. Two primary-key probes at most.
+pub fn signing_environment(id: &str) -> Result<Option<SigningEnvironment>> {
+    let Some([Some(id), _, Some(kind), api_key, _, parent_id, ..]) = probe::BY_ID.live_environment(id)? else {
         return Ok(None);
     };
-    let Some(current_key) = row.get::<String>(4)? else { return Ok(None) };
-    Ok(Some(SigningEnvironment {
-        id: row.get(1)?.unwrap_or_default(),
-        kind: row.get(2)?.unwrap_or_default(),
-        signer_id: row.get(3)?.unwrap_or_default(),
-        current_key,
-    }))
+    let (signer_id, current_key) = match parent_id {
+        Some(parent_id) => match probe::BY_ID.live_environment(&parent_id)? {
+            Some([_, _, _, parent_key, ..]) => (parent_id, parent_key),
+            None => return Ok(None),
+        },
+        None if kind == "PREVIEW" => return Ok(None),
+        None => (id.clone(), api_key),
+    };
+    let Some(current_key) = current_key else { return Ok(None) };
+    Ok(Some(SigningEnvironment { id, kind, signer_id, current_key }))
 }
 
 /// Sign a token for `subject` with `key`, using the `api_auth.jwt_*` settings.
@@ -151,7 +150,7 @@ pub fn validate(client: &SpiClient<'_>, token: &str) -> Result<std::result::Resu
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
-    let Some(environment) = signing_environment(client, subject)? else {
+    let Some(environment) = signing_environment(subject)? else {
         return Ok(Err(TokenError::EnvironmentNotFound));
     };
     let Some((matched_by, revoked_api_key_id)) = verify_with_environment_keys(client, &parsed, &environment)? else {
