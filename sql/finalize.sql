@@ -16,6 +16,11 @@ ORDER BY r.expires_at;
 COMMENT ON VIEW api_auth.grace_windows IS
     'Old keys still in their grace window, soonest to expire first. Keys are masked.';
 
+COMMENT ON TYPE api_auth.environment_match IS
+    'A row of find_environment_by_api_key: the environment (the branch, for a preview branch), matched_by current | grace, and for a grace hit the revoked_api_key row and the end of its window. api_key is the canonical current key; NULL on a grace hit unless the caller is an admin.';
+COMMENT ON TYPE api_auth.token_validation IS
+    'The row of validate_public_jwt: ok with environment_id, environment_type, claims and matched_by (current | grace, revoked_api_key_id for grace); or not ok with an error code.';
+
 COMMENT ON FUNCTION api_auth.create_environment(text, text, text, text, text, text) IS
     'create_environment(slug, environment_type, project_id => NULL, organization_id => NULL, parent_environment_id => NULL, branch_name => NULL): a new environment with fresh tr_/pk_ keys, or a preview branch of a PREVIEW parent. Returns the row, keys included.';
 COMMENT ON FUNCTION api_auth.find_environment_by_api_key(text, text) IS

@@ -52,6 +52,33 @@ CREATE TABLE api_auth.session (
     CONSTRAINT session_external_id_key UNIQUE (runtime_environment_id, external_id)
 );
 
+-- The rows returned by the two hot-path functions. Named types rather than
+-- RETURNS TABLE: PostgreSQL takes a named type's row descriptor from its type
+-- cache, but rebuilds a RETURNS TABLE one from pg_proc at every call.
+CREATE TYPE api_auth.environment_match AS (
+    id                    text,
+    slug                  text,
+    type                  text,
+    api_key               text,
+    pk_api_key            text,
+    parent_environment_id text,
+    branch_name           text,
+    project_id            text,
+    organization_id       text,
+    matched_by            text,
+    revoked_api_key_id    text,
+    grace_expires_at      timestamptz
+);
+CREATE TYPE api_auth.token_validation AS (
+    ok                 boolean,
+    error              text,
+    environment_id     text,
+    environment_type   text,
+    claims             jsonb,
+    matched_by         text,
+    revoked_api_key_id text
+);
+
 -- pg_dump must keep keys and grace rows: a restore must never revoke every key.
 SELECT pg_catalog.pg_extension_config_dump('api_auth.runtime_environment', '');
 SELECT pg_catalog.pg_extension_config_dump('api_auth.revoked_api_key', '');

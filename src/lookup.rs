@@ -118,18 +118,30 @@ fn environment_from(rows: SpiTupleTable<'_>, matched_by: MatchedBy) -> Result<Op
 
 /// The lookup itself, for every caller inside the extension (mint uses it too).
 /// Garbage in (empty, oversized) finds nothing without touching an index.
-pub fn find(client: &SpiClient<'_>, api_key: &str, branch_name: Option<&str>) -> Result<Option<Environment>> {
+/// A current, non-PREVIEW key costs one index probe and no SPI at all.
+pub fn find(api_key: &str, branch_name: Option<&str>) -> Result<Option<Environment>> {
     if api_key.is_empty() || api_key.len() > MAX_KEY_LEN {
         return Ok(None);
     }
-    let mut env = match probe::BY_API_KEY.live_environment(api_key)? {
-        Some(row) => Environment::new(row, MatchedBy::Current),
-        None => match environment_from(GRACE.run(client, &[api_key.into()])?, MatchedBy::Grace)? {
+    let primary = probe::BY_API_KEY.live_environment(api_key)?.map(|row| Environment::new(row, MatchedBy::Current));
+    if primary.as_ref().is_some_and(|env| env.kind != "PREVIEW") {
+        return Ok(primary);
+    }
+    Spi::connect(|client| {
+        let env = match primary {
             Some(env) => env,
-            None => return Ok(None),
-        },
-    };
-    // A PREVIEW parent authenticates only together with one of its live branches.
+            None => match environment_from(GRACE.run(client, &[api_key.into()])?, MatchedBy::Grace)? {
+                Some(env) => env,
+                None => return Ok(None),
+            },
+        };
+        resolve_branch(client, env, branch_name)
+    })
+}
+
+/// A PREVIEW parent authenticates only together with one of its live branches:
+/// the branch, with the parent's current key (and match) merged onto it.
+fn resolve_branch(client: &SpiClient<'_>, mut env: Environment, branch_name: Option<&str>) -> Result<Option<Environment>> {
     if env.kind == "PREVIEW" {
         let branch = match branch_name {
             Some(b) if !b.is_empty() && b.len() <= MAX_BRANCH_LEN => b,
@@ -165,8 +177,20 @@ fn caller_is_admin() -> bool {
 /// Find the environment a secret key authenticates (current key, or a key
 /// still in its grace window). Zero rows when it authenticates nothing,
 /// including NULL, empty or oversized keys.
-#[pg_extern(stable, parallel_safe, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+///
+/// Declared by hand for two hot-path reasons: it returns the named type
+/// `api_auth.environment_match` (sql/schema.sql), whose row descriptor comes
+/// from the type cache, where RETURNS TABLE makes PostgreSQL rebuild one from
+/// pg_proc at every call; and it has no `SET search_path`, whose per-call GUC
+/// save and restore cost a third of a lookup. Without it, every name and
+/// operator in the SQL it runs is schema-qualified (tests/security.rs runs it
+/// under a hostile search_path). The columns below must match the type.
+#[pg_extern(sql = "
+CREATE FUNCTION api_auth.find_environment_by_api_key(api_key text, branch_name text DEFAULT NULL)
+RETURNS SETOF api_auth.environment_match
+STABLE PARALLEL SAFE SECURITY DEFINER ROWS 1
+LANGUAGE c AS '@MODULE_PATHNAME@', 'find_environment_by_api_key_wrapper';
+")]
 fn find_environment_by_api_key(
     api_key: Option<&str>,
     branch_name: default!(Option<&str>, "NULL"),
@@ -188,7 +212,7 @@ fn find_environment_by_api_key(
     ),
 > {
     let Some(api_key) = api_key else { return TableIterator::new(None) };
-    let env = Spi::connect(|client| find(client, api_key, branch_name)).or_report();
+    let env = find(api_key, branch_name).or_report();
     TableIterator::new(env.map(|e| {
         (
             e.id,

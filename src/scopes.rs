@@ -51,9 +51,9 @@ fn check(scopes: Option<Vec<Option<String>>>, action: Option<&str>, resources: O
 
 /// True when any of `resources` is matched by any of `scopes` for `action`
 /// (`action:type`, `action:type:id`, `action:all`, `admin`). Malformed scopes
-/// match nothing; a malformed `resources` argument is an error.
+/// match nothing; a malformed `resources` argument is an error. Runs no SQL,
+/// so it pins no search_path (that would cost a GUC save and restore per call).
 #[pg_extern(immutable, parallel_safe)]
-#[search_path(pg_catalog, pg_temp)]
 fn authorize(scopes: Option<Vec<Option<String>>>, action: Option<&str>, resources: Option<JsonB>) -> bool {
     check(scopes, action, resources).or_report()
 }

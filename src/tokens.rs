@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use api_auth_core::expiration;
 use api_auth_core::tokens::{self, ClaimPolicy, TokenError, UnverifiedToken};
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::{Map, Value};
 
@@ -76,21 +75,23 @@ pub fn sign(key: &str, subject: &str, claims: Map<String, Value>, exp: i64) -> R
 }
 
 /// The grace fallback for tokens: current key first, then keys in grace.
+/// Only a token the current key does not verify costs a query.
 fn verify_with_environment_keys(
-    client: &SpiClient<'_>,
     token: &UnverifiedToken<'_>,
     env: &SigningEnvironment,
 ) -> Result<Option<(MatchedBy, Option<String>)>> {
     if token.verify_signature(env.current_key.as_bytes()) {
         return Ok(Some((MatchedBy::Current, None)));
     }
-    for row in GRACE_KEYS.run(client, &[env.signer_id.as_str().into()])? {
-        let key: Option<String> = row.get(2)?;
-        if key.is_some_and(|k| token.verify_signature(k.as_bytes())) {
-            return Ok(Some((MatchedBy::Grace, row.get(1)?)));
+    Spi::connect(|client| {
+        for row in GRACE_KEYS.run(client, &[env.signer_id.as_str().into()])? {
+            let key: Option<String> = row.get(2)?;
+            if key.is_some_and(|k| token.verify_signature(k.as_bytes())) {
+                return Ok(Some((MatchedBy::Grace, row.get(1)?)));
+            }
         }
-    }
-    Ok(None)
+        Ok(None)
+    })
 }
 
 fn mint(
@@ -110,19 +111,19 @@ fn mint(
     let exp = expiration::resolve(expiration.unwrap_or("1h"), now_epoch())
         .map_err(|e| ApiAuthError::invalid(e.to_string()))?;
     let Some(api_key) = api_key else { return Ok(None) };
-    Spi::connect(|client| {
-        let Some(env) = lookup::find(client, api_key, branch_name)? else { return Ok(None) };
-        // env.api_key is the canonical current key (the parent's for a branch),
-        // never the possibly-in-grace key the caller presented.
-        sign(&env.api_key, &env.id, claims, exp).map(Some)
-    })
+    let Some(env) = lookup::find(api_key, branch_name)? else { return Ok(None) };
+    // env.api_key is the canonical current key (the parent's for a branch),
+    // never the possibly-in-grace key the caller presented.
+    sign(&env.api_key, &env.id, claims, exp).map(Some)
 }
 
 /// Mint a public access token for the environment `api_key` authenticates
 /// (current key or a key in grace), signed with that environment's canonical
 /// current key. NULL when the key authenticates nothing.
+///
+/// No `SET search_path` (a per-call cost on a request path): the only SQL it
+/// runs is the lookup's, which is schema-qualified.
 #[pg_extern(security_definer)]
-#[search_path(pg_catalog, pg_temp)]
 fn mint_public_jwt(
     api_key: Option<&str>,
     claims: default!(Option<JsonB>, "'{}'"),
@@ -141,7 +142,7 @@ pub struct Validation {
     pub revoked_api_key_id: Option<String>,
 }
 
-pub fn validate(client: &SpiClient<'_>, token: &str) -> Result<std::result::Result<Validation, TokenError>> {
+pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenError>> {
     let parsed = match tokens::parse(token) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
@@ -153,7 +154,7 @@ pub fn validate(client: &SpiClient<'_>, token: &str) -> Result<std::result::Resu
     let Some(environment) = signing_environment(subject)? else {
         return Ok(Err(TokenError::EnvironmentNotFound));
     };
-    let Some((matched_by, revoked_api_key_id)) = verify_with_environment_keys(client, &parsed, &environment)? else {
+    let Some((matched_by, revoked_api_key_id)) = verify_with_environment_keys(&parsed, &environment)? else {
         return Ok(Err(TokenError::InvalidSignature));
     };
     let (issuer, audience) = policy_settings();
@@ -183,8 +184,16 @@ type ValidationRow = (
 /// environment, claims and verifying key, or a stable `error` code
 /// (`malformed`, `invalid_algorithm`, `missing_subject`, `environment_not_found`,
 /// `invalid_signature`, `expired`, `claim_invalid`).
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
+///
+/// Declared by hand, like `find_environment_by_api_key` and for the same
+/// reasons: the named result type `api_auth.token_validation`, and no
+/// `SET search_path` (all SQL it runs is schema-qualified).
+#[pg_extern(sql = "
+CREATE FUNCTION api_auth.validate_public_jwt(token text)
+RETURNS SETOF api_auth.token_validation
+STABLE SECURITY DEFINER ROWS 1
+LANGUAGE c AS '@MODULE_PATHNAME@', 'validate_public_jwt_wrapper';
+")]
 fn validate_public_jwt(
     token: Option<&str>,
 ) -> TableIterator<
@@ -202,7 +211,7 @@ fn validate_public_jwt(
     let refused = |e: TokenError| -> ValidationRow { (false, Some(e.code().to_owned()), None, None, None, None, None) };
     let row = match token {
         None => refused(TokenError::Malformed),
-        Some(token) => match Spi::connect(|client| validate(client, token)).or_report() {
+        Some(token) => match validate(token).or_report() {
             Ok(v) => (
                 true,
                 None,

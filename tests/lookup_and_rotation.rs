@@ -193,7 +193,11 @@ fn every_object_is_documented() {
                AND obj_description(p.oid, 'pg_proc') IS NULL \
              UNION ALL \
              SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = 'api_auth'::regnamespace \
-               AND c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL",
+               AND c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL \
+             UNION ALL \
+             SELECT t.oid::regtype::text FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid \
+             WHERE t.typnamespace = 'api_auth'::regnamespace AND c.relkind = 'c' \
+               AND obj_description(t.oid, 'pg_type') IS NULL",
             &[],
         )
         .unwrap()

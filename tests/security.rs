@@ -1,5 +1,5 @@
 //! Least privilege, search_path safety and the audit trail (issue 6), and the
-//! upgrade from the 0.1.0 release.
+//! upgrades from the 0.1.0 and 0.2.0 releases.
 
 use api_auth_tests::*;
 
@@ -83,40 +83,89 @@ fn admin_role_rotates_and_reads_the_trail_but_not_the_tables() {
     }
 }
 
+/// Functions on the request path do not pin search_path (a per-call cost);
+/// every other function does. The unpinned ones that run SQL must therefore
+/// qualify every name and operator: run them all, on every path (current key,
+/// grace key, expired key, unknown key, preview branch, tokens, mint) under a
+/// search_path whose first schema shadows `=`, `>`, now() and the table.
 #[test]
 fn search_path_hijack_changes_nothing() {
     let (_, mut db) = fresh("hijack");
     let (env, k1) = create_environment(&mut db, "prod", "PRODUCTION");
-    let (_, revoked) = rotate(&mut db, &env);
-    set_expiry(&mut db, &revoked, "now() - interval '1 hour'");
+    let (k2, expired) = rotate(&mut db, &env);
+    set_expiry(&mut db, &expired, "now() - interval '1 hour'");
+    let (k3, in_grace) = rotate(&mut db, &env);
+    let parent: (String, String) = {
+        let r = db.query_one("SELECT id, api_key FROM api_auth.create_environment('pr', 'PREVIEW')", &[]).unwrap();
+        (r.get(0), r.get(1))
+    };
+    let branch: String = db
+        .query_one("SELECT id FROM api_auth.create_environment('br', 'PREVIEW', NULL, NULL, $1, 'feature')", &[&parent.0])
+        .unwrap()
+        .get(0);
+    // Look everything up once first, so that kept plans exist before the
+    // search_path changes (re-planned under it) as well as plans made under it.
+    assert_eq!(lookup(&mut db, &k2, None), Some((env.clone(), "grace".into())));
+
     // A malicious now() that says "the past", an = that says "always equal",
-    // and a shadowing table, all first on the search_path.
+    // a > that says "always later", and a shadowing table, all first on the search_path.
     db.batch_execute(
         "CREATE SCHEMA evil; \
          CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$; \
          CREATE FUNCTION evil.texteq_always(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$; \
          CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq_always); \
+         CREATE FUNCTION evil.later_always(timestamptz, timestamptz) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$; \
+         CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.later_always); \
          CREATE TABLE evil.runtime_environment (id text, api_key text); \
          SET search_path = evil, public, pg_catalog;",
     )
     .unwrap();
     assert_eq!(lookup(&mut db, &k1, None), None, "expired key stays expired");
+    assert_eq!(lookup(&mut db, &k2, None), Some((env.clone(), "grace".into())));
+    assert_eq!(lookup(&mut db, &k3, None), Some((env.clone(), "current".into())));
     assert_eq!(lookup(&mut db, "tr_prod_nonexistentnonexistent00", None), None, "no always-equal match");
-    let t = sign_jwt(&serde_json::json!({"alg": "HS256"}), &public_claims(&env), "tr_prod_wrongwrongwrongwrongwrong");
-    assert_eq!(validate(&mut db, &t).1.as_deref(), Some("invalid_signature"));
-    // Every function pins its search_path and is SECURITY DEFINER where it reads keys.
+    assert_eq!(lookup(&mut db, &parent.1, Some("feature")), Some((branch.clone(), "current".into())));
+    assert_eq!(lookup(&mut db, &parent.1, Some("other")), None, "no always-equal branch");
+
+    let token = |key: &str| sign_jwt(&serde_json::json!({"alg": "HS256"}), &public_claims(&env), key);
+    assert_eq!(validate(&mut db, &token("tr_prod_wrongwrongwrongwrongwrong")).1.as_deref(), Some("invalid_signature"));
+    assert_eq!(validate(&mut db, &token(&k1)).1.as_deref(), Some("invalid_signature"), "expired key");
+    assert_eq!(validate(&mut db, &token(&k2)), (true, None, Some(env.clone()), Some("grace".into()), Some(in_grace)));
+    assert_eq!(validate(&mut db, &token(&k3)).3.as_deref(), Some("current"));
+    let minted: Option<String> = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k2]).unwrap().get(0);
+    assert!(minted.is_some_and(|t| signed_with(&t, &k3)), "minted with the current key");
+    let minted: Option<String> = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k1]).unwrap().get(0);
+    assert_eq!(minted, None, "an expired key mints nothing");
+    let granted: bool = db
+        .query_one("SELECT api_auth.authorize(ARRAY['read:runs:a'], 'read', '[{\"type\": \"runs\", \"id\": \"b\"}]')", &[])
+        .unwrap()
+        .get(0);
+    assert!(!granted, "authorize is pure and unaffected");
+
+    // Which functions go unpinned is a decision, not an accident.
     let unpinned: Vec<String> = db
         .query(
-            "SELECT p.oid::regprocedure::text FROM pg_proc p \
-             WHERE p.pronamespace = 'api_auth'::regnamespace \
-               AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)",
+            "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p \
+             WHERE p.pronamespace OPERATOR(pg_catalog.=) 'api_auth'::regnamespace \
+               AND NOT coalesce('search_path=pg_catalog, pg_temp' OPERATOR(pg_catalog.=) ANY (p.proconfig), false) \
+             ORDER BY 1",
             &[],
         )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(unpinned, ["api_auth.mask_api_key(text)"], "only the pure mask function may go unpinned");
+    assert_eq!(
+        unpinned,
+        [
+            "api_auth.authorize(text[],text,jsonb)",
+            "api_auth.find_environment_by_api_key(text,text)",
+            "api_auth.mask_api_key(text)",
+            "api_auth.mint_public_jwt(text,jsonb,text,text)",
+            "api_auth.validate_public_jwt(text)",
+        ],
+        "only the request-path functions (schema-qualified SQL, tested above) and pure ones go unpinned"
+    );
 }
 
 #[test]
@@ -168,7 +217,8 @@ fn audit_trail_records_every_change_without_keys() {
 }
 
 /// The catalog of an api_auth install: functions (signature, result, security,
-/// settings, privileges), tables and columns, views, triggers, indexes.
+/// settings, privileges), tables, row types and their columns, views,
+/// triggers, indexes, constraints, dumped tables and comments.
 fn catalog(db: &mut Client) -> Vec<String> {
     db.query(
         "SELECT 'f ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) \
@@ -195,6 +245,16 @@ fn catalog(db: &mut Client) -> Vec<String> {
          WHERE connamespace = 'api_auth'::regnamespace \
          UNION ALL \
          SELECT 'd ' || unnest(extconfig)::regclass FROM pg_extension WHERE extname = 'api_auth' \
+         UNION ALL \
+         SELECT 'm ' || p.oid::regprocedure || ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '-') \
+         FROM pg_proc p WHERE p.pronamespace = 'api_auth'::regnamespace \
+         UNION ALL \
+         SELECT 'm ' || c.oid::regclass || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '-') \
+         FROM pg_class c WHERE c.relnamespace = 'api_auth'::regnamespace AND c.relkind IN ('r', 'v') \
+         UNION ALL \
+         SELECT 'm ' || t.oid::regtype || ' ' || coalesce(obj_description(t.oid, 'pg_type'), '-') \
+         FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid \
+         WHERE t.typnamespace = 'api_auth'::regnamespace AND c.relkind = 'c' \
          ORDER BY 1",
         &[],
     )
@@ -204,27 +264,40 @@ fn catalog(db: &mut Client) -> Vec<String> {
     .collect()
 }
 
-#[test]
-fn upgrade_from_0_1_0_keeps_keys_and_matches_a_fresh_install() {
+/// Install release `from`, fill it with keys, upgrade to the current version:
+/// the keys and grace rows still work, and the catalog (functions, types,
+/// tables, indexes, privileges, comments) equals a fresh install's.
+fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
     let dsn = fresh_database("upgrade_fresh");
     let mut fresh_db = connect(&dsn);
     let current: String =
         fresh_db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'api_auth'", &[]).unwrap().get(0);
+    assert_ne!(current, from);
 
     let mut admin = connect(&admin_dsn());
-    let name = format!("upgrade_old_{}", std::process::id());
+    let name = format!("upgrade_{}_{}", from.replace('.', "_"), std::process::id());
     admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
     admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let mut old = connect(&with_dbname(&admin_dsn(), &name));
-    old.batch_execute("CREATE EXTENSION api_auth VERSION '0.1.0'").unwrap();
+    old.batch_execute(&format!("CREATE EXTENSION api_auth VERSION '{from}'")).unwrap();
     let (env, k1) = create_environment(&mut old, "prod", "PRODUCTION");
     let (k2, revoked) = rotate(&mut old, &env);
+    let token: String = old
+        .query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k1])
+        .unwrap()
+        .get(0);
 
     old.batch_execute(&format!("ALTER EXTENSION api_auth UPDATE TO '{current}'")).unwrap();
     assert_eq!(lookup(&mut old, &k1, None), Some((env.clone(), "grace".into())), "grace row survives");
     assert_eq!(lookup(&mut old, &k2, None), Some((env.clone(), "current".into())));
+    let v = validate(&mut old, &token);
+    assert!(v.0, "a token minted before the upgrade still validates: {v:?}");
     set_expiry(&mut old, &revoked, "now()");
-    let audited: i64 = old.query_one("SELECT count(*) FROM api_auth.audit_event", &[]).unwrap().get(0);
+    assert_eq!(lookup(&mut old, &k1, None), None, "expiry after the upgrade ends the window");
+    let audited: i64 = old
+        .query_one("SELECT count(*) FROM api_auth.audit_event WHERE action = 'expiry_changed'", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(audited, 1, "the upgraded install audits");
 
     let (upgraded, installed) = (catalog(&mut old), catalog(&mut fresh_db));
@@ -233,6 +306,16 @@ fn upgrade_from_0_1_0_keeps_keys_and_matches_a_fresh_install() {
     let only_fresh: Vec<_> = installed.iter().filter(|l| !upgraded.contains(l)).collect();
     assert!(
         only_upgraded.is_empty() && only_fresh.is_empty(),
-        "upgrade and fresh install differ:\nonly after upgrade: {only_upgraded:#?}\nonly in fresh install: {only_fresh:#?}"
+        "{from} upgraded and fresh install differ:\nonly after upgrade: {only_upgraded:#?}\nonly in fresh install: {only_fresh:#?}"
     );
+}
+
+#[test]
+fn upgrade_from_0_1_0_keeps_keys_and_matches_a_fresh_install() {
+    upgrade_keeps_keys_and_matches_a_fresh_install("0.1.0");
+}
+
+#[test]
+fn upgrade_from_0_2_0_keeps_keys_and_matches_a_fresh_install() {
+    upgrade_keeps_keys_and_matches_a_fresh_install("0.2.0");
 }
