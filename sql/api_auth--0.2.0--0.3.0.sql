@@ -6,8 +6,8 @@
 --    from pg_proc at every call). Same columns, same order, same names:
 --    `SELECT * FROM ...` and `SELECT f.id FROM ... f` read as before.
 -- 2. find_environment_by_api_key, validate_public_jwt, mint_public_jwt and
---    authorize no longer pin search_path (a GUC save and restore per call);
---    every name and operator in the SQL they run is schema-qualified.
+--    authorize no longer pin search_path (a GUC save and restore per call):
+--    they run no SQL any more, and index probes resolve no name through it.
 -- A return type cannot be changed in place: those two functions are dropped
 -- and created again, with their comments and privileges.
 

@@ -10,7 +10,7 @@
 //!
 //! Plumbing: [`errors`] (the one place errors become `ereport`), [`settings`]
 //! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend),
-//! [`probe`] (unique-index look-ups without the executor, for the hot path).
+//! [`probe`] (index probes without the executor, for every authentication path).
 //! Tables, views, comments and privileges are plain SQL in `sql/`.
 
 use pgrx::prelude::*;

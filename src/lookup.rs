@@ -2,19 +2,21 @@
 //!
 //! 1. Primary: the unique index on `runtime_environment.api_key`. The hot path.
 //! 2. Only on a miss: the grace fallback, a `revoked_api_key` row with that key
-//!    whose `expires_at` is still ahead.
+//!    whose `expires_at` is still ahead, and its (live) environment.
 //!
-//! Two statements, not an OR-join, so a current key costs one index probe and
-//! the fallback's cost falls only on keys that miss. A `PREVIEW` parent key
-//! then resolves to the requested branch, with the parent's current key merged.
+//! Two probes, not an OR-join, so a current key costs one index probe and the
+//! fallback's cost falls only on keys that miss. A `PREVIEW` parent key then
+//! resolves to the requested branch, with the parent's current key merged.
+//! Every step is a direct index probe ([`probe`]): no SQL, no executor.
+
+use std::ffi::CStr;
+use std::ops::ControlFlow;
 
 use api_auth_core::keys::MAX_KEY_LEN;
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiTupleTable};
 
 use crate::errors::{OrReport, Result};
-use crate::plan;
-use crate::probe::{self, EnvironmentRow};
+use crate::probe::{self, Index, Key, Row};
 
 /// Longest branch name considered (the column allows 256).
 pub const MAX_BRANCH_LEN: usize = 256;
@@ -41,7 +43,8 @@ pub struct Environment {
     pub id: String,
     pub slug: String,
     pub kind: String,
-    /// The canonical current secret key: the parent's for a preview branch.
+    /// The canonical current secret key: the parent's for a preview branch
+    /// (empty for a branch row read on its own: branches have no keys).
     pub api_key: String,
     pub pk_api_key: Option<String>,
     pub parent_environment_id: Option<String>,
@@ -53,112 +56,121 @@ pub struct Environment {
     pub grace_expires_at: Option<TimestampWithTimeZone>,
 }
 
-/// The environment columns every lookup statement selects, in
-/// [`probe::ENVIRONMENT_COLUMNS`] order.
-macro_rules! env_columns {
-    () => {
-        "e.id, e.slug, e.type, e.api_key, e.pk_api_key, \
-         e.parent_environment_id, e.branch_name, e.project_id, e.organization_id"
-    };
-}
-
-// The primary step is a direct probe of the api_key index (probe::BY_API_KEY):
-// no plan, no executor. Every statement below runs only after it missed.
-
-// Operators are schema-qualified: these run under the caller's search_path.
-plan!(GRACE, false, [TEXTOID], concat!(
-    "SELECT ", env_columns!(), ", r.id, r.expires_at \
-     FROM api_auth.revoked_api_key r \
-     JOIN api_auth.runtime_environment e ON e.id OPERATOR(pg_catalog.=) r.runtime_environment_id \
-     WHERE r.api_key OPERATOR(pg_catalog.=) $1 \
-       AND r.expires_at OPERATOR(pg_catalog.>) pg_catalog.now() AND e.archived_at IS NULL \
-     ORDER BY r.expires_at DESC LIMIT 1"));
-
-plan!(BRANCH, false, [TEXTOID, TEXTOID], concat!(
-    "SELECT ", env_columns!(), " FROM api_auth.runtime_environment e \
-     WHERE e.parent_environment_id OPERATOR(pg_catalog.=) $1 \
-       AND e.branch_name OPERATOR(pg_catalog.=) $2 AND e.archived_at IS NULL"));
+/// The `runtime_environment` columns an [`Environment`] is read from.
+const ENVIRONMENT_COLUMNS: [&CStr; 10] = [
+    c"id",
+    c"slug",
+    c"type",
+    c"api_key",
+    c"pk_api_key",
+    c"parent_environment_id",
+    c"branch_name",
+    c"project_id",
+    c"organization_id",
+    c"archived_at",
+];
 
 impl Environment {
-    fn new(row: EnvironmentRow, matched_by: MatchedBy) -> Self {
-        let [id, slug, kind, api_key, pk_api_key, parent_environment_id, branch_name, project_id, organization_id] =
-            row;
-        Environment {
-            id: id.unwrap_or_default(),
-            slug: slug.unwrap_or_default(),
-            kind: kind.unwrap_or_default(),
-            api_key: api_key.unwrap_or_default(),
-            pk_api_key,
-            parent_environment_id,
-            branch_name,
-            project_id,
-            organization_id,
-            matched_by,
+    /// A row read with [`ENVIRONMENT_COLUMNS`]; `None` if it is archived.
+    fn live(row: &Row<'_>) -> Option<Self> {
+        if !row.is_null(9) {
+            return None;
+        }
+        Some(Environment {
+            id: row.text(0).unwrap_or_default(),
+            slug: row.text(1).unwrap_or_default(),
+            kind: row.text(2).unwrap_or_default(),
+            api_key: row.text(3).unwrap_or_default(),
+            pk_api_key: row.text(4),
+            parent_environment_id: row.text(5),
+            branch_name: row.text(6),
+            project_id: row.text(7),
+            organization_id: row.text(8),
+            matched_by: MatchedBy::Current,
             revoked_api_key_id: None,
             grace_expires_at: None,
-        }
+        })
     }
 }
 
-/// The first row of a statement selecting `env_columns!()` (plus, for a grace
-/// hit, the revoked row's id and expires_at).
-fn environment_from(rows: SpiTupleTable<'_>, matched_by: MatchedBy) -> Result<Option<Environment>> {
-    let Some(row) = rows.into_iter().next() else { return Ok(None) };
-    let mut columns = EnvironmentRow::default();
-    for (i, value) in columns.iter_mut().enumerate() {
-        *value = row.get(i + 1)?;
+/// The live environment found through `index` by `keys` (a unique index).
+fn live_environment(index: &Index, keys: &[Key<'_>]) -> Result<Option<Environment>> {
+    index.scan(keys, &ENVIRONMENT_COLUMNS, |row| match Environment::live(&row) {
+        Some(env) => ControlFlow::Break(env),
+        None => ControlFlow::Continue(()),
+    })
+}
+
+/// The live environment with primary key `id`.
+pub fn environment_by_id(id: &str) -> Result<Option<Environment>> {
+    live_environment(&probe::ENVIRONMENT_BY_ID, &[Key::Equals(id)])
+}
+
+/// The grace fallback for secret keys: of the `revoked_api_key` rows holding
+/// `api_key` whose window is still open, the one ending last whose environment
+/// is live (a key is revoked once, so this is almost always one row).
+fn grace(api_key: &str) -> Result<Option<Environment>> {
+    let now = probe::now();
+    let mut windows: Vec<(TimestampWithTimeZone, String, String)> = Vec::new();
+    probe::REVOKED_BY_API_KEY.scan(
+        &[Key::Equals(api_key)],
+        &[c"expires_at", c"id", c"runtime_environment_id"],
+        |row| {
+            if let (Some(expires_at), Some(id), Some(env_id)) = (row.timestamp(0), row.text(1), row.text(2)) {
+                if pg_sys::TimestampTz::from(expires_at) > now {
+                    windows.push((expires_at, id, env_id));
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        },
+    )?;
+    windows.sort_by_key(|w| std::cmp::Reverse(pg_sys::TimestampTz::from(w.0)));
+    for (expires_at, id, env_id) in windows {
+        if let Some(env) = environment_by_id(&env_id)? {
+            return Ok(Some(Environment {
+                matched_by: MatchedBy::Grace,
+                revoked_api_key_id: Some(id),
+                grace_expires_at: Some(expires_at),
+                ..env
+            }));
+        }
     }
-    let mut env = Environment::new(columns, matched_by);
-    if matched_by == MatchedBy::Grace {
-        env.revoked_api_key_id = row.get(10)?;
-        env.grace_expires_at = row.get(11)?;
-    }
-    Ok(Some(env))
+    Ok(None)
 }
 
 /// The lookup itself, for every caller inside the extension (mint uses it too).
 /// Garbage in (empty, oversized) finds nothing without touching an index.
-/// A current, non-PREVIEW key costs one index probe and no SPI at all.
 pub fn find(api_key: &str, branch_name: Option<&str>) -> Result<Option<Environment>> {
     if api_key.is_empty() || api_key.len() > MAX_KEY_LEN {
         return Ok(None);
     }
-    let primary = probe::BY_API_KEY.live_environment(api_key)?.map(|row| Environment::new(row, MatchedBy::Current));
-    if primary.as_ref().is_some_and(|env| env.kind != "PREVIEW") {
-        return Ok(primary);
-    }
-    Spi::connect(|client| {
-        let env = match primary {
+    let env = match live_environment(&probe::ENVIRONMENT_BY_API_KEY, &[Key::Equals(api_key)])? {
+        Some(env) => env,
+        None => match grace(api_key)? {
             Some(env) => env,
-            None => match environment_from(GRACE.run(client, &[api_key.into()])?, MatchedBy::Grace)? {
-                Some(env) => env,
-                None => return Ok(None),
-            },
-        };
-        resolve_branch(client, env, branch_name)
-    })
-}
-
-/// A PREVIEW parent authenticates only together with one of its live branches:
-/// the branch, with the parent's current key (and match) merged onto it.
-fn resolve_branch(client: &SpiClient<'_>, mut env: Environment, branch_name: Option<&str>) -> Result<Option<Environment>> {
-    if env.kind == "PREVIEW" {
-        let branch = match branch_name {
-            Some(b) if !b.is_empty() && b.len() <= MAX_BRANCH_LEN => b,
-            _ => return Ok(None),
-        };
-        let rows = BRANCH.run(client, &[env.id.as_str().into(), branch.into()])?;
-        let Some(child) = environment_from(rows, MatchedBy::Current)? else { return Ok(None) };
-        env = Environment {
-            api_key: env.api_key,
-            pk_api_key: env.pk_api_key,
-            matched_by: env.matched_by,
-            revoked_api_key_id: env.revoked_api_key_id,
-            grace_expires_at: env.grace_expires_at,
-            ..child
-        };
+            None => return Ok(None),
+        },
+    };
+    if env.kind != "PREVIEW" {
+        return Ok(Some(env));
     }
-    Ok(Some(env))
+    // A PREVIEW parent authenticates only together with one of its live
+    // branches: the branch, with the parent's current key and match merged.
+    let branch = match branch_name {
+        Some(b) if !b.is_empty() && b.len() <= MAX_BRANCH_LEN => b,
+        _ => return Ok(None),
+    };
+    let Some(child) = live_environment(&probe::BRANCH_BY_NAME, &[Key::Equals(&env.id), Key::Equals(branch)])? else {
+        return Ok(None);
+    };
+    Ok(Some(Environment {
+        api_key: env.api_key,
+        pk_api_key: env.pk_api_key,
+        matched_by: env.matched_by,
+        revoked_api_key_id: env.revoked_api_key_id,
+        grace_expires_at: env.grace_expires_at,
+        ..child
+    }))
 }
 
 /// Is the role calling us (outside SECURITY DEFINER) a superuser or a member of `api_auth_admin`?
@@ -182,9 +194,9 @@ fn caller_is_admin() -> bool {
 /// `api_auth.environment_match` (sql/schema.sql), whose row descriptor comes
 /// from the type cache, where RETURNS TABLE makes PostgreSQL rebuild one from
 /// pg_proc at every call; and it has no `SET search_path`, whose per-call GUC
-/// save and restore cost a third of a lookup. Without it, every name and
-/// operator in the SQL it runs is schema-qualified (tests/security.rs runs it
-/// under a hostile search_path). The columns below must match the type.
+/// save and restore cost a third of a lookup. It needs none: it runs no SQL,
+/// and index probes resolve no name through search_path (tests/security.rs
+/// runs it under a hostile one). The columns below must match the type.
 #[pg_extern(sql = "
 CREATE FUNCTION api_auth.find_environment_by_api_key(api_key text, branch_name text DEFAULT NULL)
 RETURNS SETOF api_auth.environment_match

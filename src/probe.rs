@@ -1,50 +1,86 @@
-//! Unique-index probes without the executor: the primary lookup of SPEC §3
-//! "must cost what a plain indexed lookup costs".
+//! Index probes without the executor: every authentication path of SPEC §3
+//! (the primary lookup "must cost what a plain indexed lookup costs").
 //!
 //! Even a kept SPI plan pays, per call, for a portal, executor start-up and
 //! shutdown, a tuple table and a copy of every row, which cost more than the
-//! B-tree descent itself. A probe opens `runtime_environment` and one of its
-//! unique indexes, looks one text key up and reads the columns it needs.
+//! B-tree descent itself. A probe opens a table and one of its indexes, scans
+//! for the rows matching a few keys and hands the wanted columns to a closure.
 //!
 //! What it keeps from SQL: the calling statement's MVCC snapshot (the view a
 //! STABLE function's SPI query gets), `AccessShareLock` on table and index until
-//! the transaction ends (as the executor takes), the index's own collation in
-//! the scan key, and columns found by name, so a later column added to the table
-//! cannot shift what is read. Anything more than "one row by one unique key"
-//! stays in SQL (`lookup.rs`, `tokens.rs`).
+//! the transaction ends (as the executor takes), each index column's own
+//! collation in its scan key, and columns found by name, so a column added
+//! later cannot shift what is read. No name is resolved through search_path.
+//! Anything richer than "rows by the leading columns of one index" stays in SQL.
 
 use std::ffi::CStr;
+use std::ops::ControlFlow;
 
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::FromDatum;
 
 use crate::errors::{ApiAuthError, Result};
 
-/// The columns a probe returns, in this order: [`crate::lookup`]'s column list.
-pub const ENVIRONMENT_COLUMNS: [&CStr; 9] = [
-    c"id",
-    c"slug",
-    c"type",
-    c"api_key",
-    c"pk_api_key",
-    c"parent_environment_id",
-    c"branch_name",
-    c"project_id",
-    c"organization_id",
-];
-
-/// One of `runtime_environment`'s single-column unique indexes on text.
-pub struct UniqueIndex {
+/// One of api_auth's B-tree indexes, by table and index name.
+pub struct Index {
+    table: &'static CStr,
     name: &'static CStr,
 }
 
-/// `runtime_environment.api_key`: the hot path of every secret-key lookup.
-pub const BY_API_KEY: UniqueIndex = UniqueIndex { name: c"runtime_environment_api_key_key" };
-/// `runtime_environment.id`: a token's subject, a branch's parent.
-pub const BY_ID: UniqueIndex = UniqueIndex { name: c"runtime_environment_pkey" };
+/// `runtime_environment (api_key)`, unique: the hot path of every secret-key lookup.
+pub const ENVIRONMENT_BY_API_KEY: Index =
+    Index { table: c"runtime_environment", name: c"runtime_environment_api_key_key" };
+/// `runtime_environment (id)`: a token's subject, a grace row's environment.
+pub const ENVIRONMENT_BY_ID: Index = Index { table: c"runtime_environment", name: c"runtime_environment_pkey" };
+/// `runtime_environment (parent_environment_id, branch_name)`, unique: a preview branch.
+pub const BRANCH_BY_NAME: Index =
+    Index { table: c"runtime_environment", name: c"runtime_environment_branch_name_key" };
+/// `revoked_api_key (api_key)`: the grace fallback of a secret-key lookup.
+pub const REVOKED_BY_API_KEY: Index = Index { table: c"revoked_api_key", name: c"revoked_api_key_api_key_idx" };
+/// `revoked_api_key (runtime_environment_id, expires_at)`: the grace fallback of a token.
+pub const REVOKED_BY_ENVIRONMENT: Index =
+    Index { table: c"revoked_api_key", name: c"revoked_api_key_runtime_environment_id_idx" };
 
-/// A live (not archived) environment row: [`ENVIRONMENT_COLUMNS`], NULL as `None`.
-pub type EnvironmentRow = [Option<String>; 9];
+/// A condition on one index column, in index column order.
+#[derive(Clone, Copy)]
+pub enum Key<'a> {
+    /// `column = value` on a text column.
+    Equals(&'a str),
+    /// `column > value` on a timestamptz column.
+    After(pg_sys::TimestampTz),
+}
+
+/// The start of the current transaction: what SQL's `now()` returns.
+pub fn now() -> pg_sys::TimestampTz {
+    // SAFETY: reads a backend-local variable.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
+/// The wanted columns of one visible row, in the order they were asked for.
+pub struct Row<'r> {
+    values: &'r [pg_sys::Datum],
+    nulls: &'r [bool],
+}
+
+impl Row<'_> {
+    pub fn is_null(&self, i: usize) -> bool {
+        self.nulls[i]
+    }
+
+    /// A text column (copied out of the buffer).
+    pub fn text(&self, i: usize) -> Option<String> {
+        // SAFETY: the caller asked for column i as a text column; the datum is
+        // valid while the row is (the slot still pins its buffer).
+        unsafe { String::from_datum(self.values[i], self.nulls[i]) }
+    }
+
+    /// A timestamptz column.
+    pub fn timestamp(&self, i: usize) -> Option<TimestampWithTimeZone> {
+        // SAFETY: as for `text`; timestamptz is passed by value.
+        unsafe { TimestampWithTimeZone::from_datum(self.values[i], self.nulls[i]) }
+    }
+}
 
 fn relation_oid(namespace: pg_sys::Oid, name: &CStr) -> Result<pg_sys::Oid> {
     // SAFETY: a syscache look-up by name; returns InvalidOid when missing.
@@ -55,57 +91,98 @@ fn relation_oid(namespace: pg_sys::Oid, name: &CStr) -> Result<pg_sys::Oid> {
     Ok(oid)
 }
 
-/// Attribute number of `name` in `desc`, or an error if the table lacks it.
+/// Attribute number of each of `names` in `desc`.
 ///
 /// # Safety
 /// `desc` must be a valid tuple descriptor.
-unsafe fn attnum(desc: pg_sys::TupleDesc, name: &CStr) -> Result<i32> {
-    let natts = (*desc).natts as usize;
-    let attrs = (*desc).attrs.as_slice(natts);
-    attrs
-        .iter()
-        .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == name)
-        .map(|i| i as i32 + 1)
-        .ok_or_else(|| {
-            ApiAuthError::Internal(format!("api_auth.runtime_environment has no column {}", name.to_string_lossy()))
-        })
+unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr], out: &mut [i32]) -> Result<()> {
+    let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+    for (n, name) in out.iter_mut().zip(names) {
+        let i = attrs
+            .iter()
+            .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == *name)
+            .ok_or_else(|| {
+                ApiAuthError::Internal(format!(
+                    "api_auth.{} has no column {}",
+                    table.to_string_lossy(),
+                    name.to_string_lossy()
+                ))
+            })?;
+        *n = i as i32 + 1;
+    }
+    Ok(())
 }
 
-impl UniqueIndex {
-    /// The live environment whose indexed column equals `key`, if any.
-    pub fn live_environment(&self, key: &str) -> Result<Option<EnvironmentRow>> {
-        let key_len = i32::try_from(key.len()).map_err(|_| ApiAuthError::invalid("key too long"))?;
-        // SAFETY: the standard heap + index scan sequence (as in execIndexing.c
-        // and friends). Relations and the scan are closed on every path below;
-        // if PostgreSQL raises an error in between, transaction abort releases
-        // them through the resource owner, as it does for the executor.
+/// Most columns a probe reads, most keys it takes.
+const MAX_COLUMNS: usize = 16;
+const MAX_KEYS: usize = 2;
+
+impl Index {
+    /// Call `each` with `columns` of every row visible to the statement's
+    /// snapshot whose leading index columns satisfy `keys`, in index order,
+    /// until it breaks with a value.
+    pub fn scan<T>(
+        &self,
+        keys: &[Key<'_>],
+        columns: &[&CStr],
+        mut each: impl FnMut(Row<'_>) -> ControlFlow<T>,
+    ) -> Result<Option<T>> {
+        if columns.len() > MAX_COLUMNS || keys.is_empty() || keys.len() > MAX_KEYS {
+            return Err(ApiAuthError::Internal("index probe: too many columns or keys".into()));
+        }
+        if keys.iter().any(|k| matches!(k, Key::Equals(t) if i32::try_from(t.len()).is_err())) {
+            return Err(ApiAuthError::invalid("key too long"));
+        }
+        let mut scan_keys = [pg_sys::ScanKeyData::default(); MAX_KEYS];
+        let (mut attnos, mut values, mut nulls) =
+            ([0i32; MAX_COLUMNS], [pg_sys::Datum::from(0usize); MAX_COLUMNS], [true; MAX_COLUMNS]);
+        // SAFETY: the standard heap + index scan sequence (as in genam.c's
+        // systable scans). Relations, slot and scan are released on every path
+        // below; if PostgreSQL raises an error in between, transaction abort
+        // releases them through the resource owner, as it does for the executor.
         unsafe {
             let namespace = pg_sys::get_namespace_oid(c"api_auth".as_ptr(), false);
-            let table_oid = relation_oid(namespace, c"runtime_environment")?;
+            let table_oid = relation_oid(namespace, self.table)?;
             let index_oid = relation_oid(namespace, self.name)?;
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
             let table = pg_sys::table_open(table_oid, lock);
             let index = pg_sys::index_open(index_oid, lock);
-
-            let attnums = column_numbers((*table).rd_att);
-            let Ok((columns, archived_at)) = attnums else {
-                pg_sys::index_close(index, lock);
-                pg_sys::table_close(table, lock);
-                return attnums.map(|_| None);
+            // Locks stay until the end of the transaction, as with any query.
+            let close = || {
+                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
             };
-
-            let mut scan_key = pg_sys::ScanKeyData::default();
-            pg_sys::ScanKeyEntryInitialize(
-                &mut scan_key,
-                0,
-                1,
-                pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                pg_sys::InvalidOid,
-                // The index's collation, not C: the B-tree is ordered by it.
-                *(*index).rd_indcollation,
-                pg_sys::RegProcedure::from(pg_sys::F_TEXTEQ),
-                pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(key.as_ptr().cast(), key_len)),
-            );
+            if let Err(e) = attnums((*table).rd_att, self.table, columns, &mut attnos) {
+                close();
+                return Err(e);
+            }
+            let index_columns = (*(*index).rd_index).indnkeyatts as usize;
+            if keys.len() > index_columns {
+                close();
+                return Err(ApiAuthError::Internal(format!("{} has fewer columns than keys", self.name.to_string_lossy())));
+            }
+            for (i, (scan_key, key)) in scan_keys.iter_mut().zip(keys).enumerate() {
+                let (strategy, procedure, argument) = match *key {
+                    Key::Equals(text) => {
+                        let text = pg_sys::cstring_to_text_with_len(text.as_ptr().cast(), text.len() as i32);
+                        (pg_sys::BTEqualStrategyNumber, pg_sys::F_TEXTEQ, pg_sys::Datum::from(text))
+                    }
+                    Key::After(t) => {
+                        (pg_sys::BTGreaterStrategyNumber, pg_sys::F_TIMESTAMPTZ_GT, pg_sys::Datum::from(t))
+                    }
+                };
+                pg_sys::ScanKeyEntryInitialize(
+                    scan_key,
+                    0,
+                    (i + 1) as pg_sys::AttrNumber,
+                    strategy as pg_sys::StrategyNumber,
+                    pg_sys::InvalidOid,
+                    // The column's collation, not C: the B-tree is ordered by it.
+                    *(*index).rd_indcollation.add(i),
+                    pg_sys::RegProcedure::from(procedure),
+                    argument,
+                );
+            }
             // Inside a query there is always an active snapshot; a bare call
             // from a procedure may have none, then the transaction's is used.
             let (snapshot, registered) = if pg_sys::ActiveSnapshotSet() {
@@ -113,14 +190,20 @@ impl UniqueIndex {
             } else {
                 (pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()), true)
             };
-            let scan = pg_sys::index_beginscan(table, index, snapshot, 1, 0);
-            pg_sys::index_rescan(scan, &mut scan_key, 1, std::ptr::null_mut(), 0);
+            let scan = pg_sys::index_beginscan(table, index, snapshot, keys.len() as i32, 0);
+            pg_sys::index_rescan(scan, scan_keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
             let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
 
+            let n = columns.len();
             let mut found = None;
-            // A unique index has at most one visible row per key under one snapshot.
-            if pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-                found = read_row(slot, &columns, archived_at);
+            while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
+                for i in 0..n {
+                    values[i] = pg_sys::slot_getattr(slot, attnos[i], &mut nulls[i]);
+                }
+                if let ControlFlow::Break(value) = each(Row { values: &values[..n], nulls: &nulls[..n] }) {
+                    found = Some(value);
+                    break;
+                }
             }
 
             pg_sys::ExecDropSingleTupleTableSlot(slot);
@@ -128,41 +211,8 @@ impl UniqueIndex {
             if registered {
                 pg_sys::UnregisterSnapshot(snapshot);
             }
-            // Locks stay until the end of the transaction, as with any query.
-            pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+            close();
             Ok(found)
         }
     }
-}
-
-/// Attribute numbers of [`ENVIRONMENT_COLUMNS`] and of `archived_at`.
-///
-/// # Safety
-/// `desc` must be `runtime_environment`'s tuple descriptor.
-unsafe fn column_numbers(desc: pg_sys::TupleDesc) -> Result<([i32; 9], i32)> {
-    let mut columns = [0; 9];
-    for (n, name) in columns.iter_mut().zip(ENVIRONMENT_COLUMNS) {
-        *n = attnum(desc, name)?;
-    }
-    Ok((columns, attnum(desc, c"archived_at")?))
-}
-
-/// Read the wanted columns of the row in `slot`; `None` if it is archived.
-///
-/// # Safety
-/// `slot` must hold a tuple of `runtime_environment`, `columns` and
-/// `archived_at` be attribute numbers from [`column_numbers`].
-unsafe fn read_row(slot: *mut pg_sys::TupleTableSlot, columns: &[i32; 9], archived_at: i32) -> Option<EnvironmentRow> {
-    let mut is_null = false;
-    pg_sys::slot_getattr(slot, archived_at, &mut is_null);
-    if !is_null {
-        return None;
-    }
-    let mut row: EnvironmentRow = Default::default();
-    for (value, &attnum) in row.iter_mut().zip(columns) {
-        let datum = pg_sys::slot_getattr(slot, attnum, &mut is_null);
-        *value = String::from_datum(datum, is_null);
-    }
-    Some(row)
 }

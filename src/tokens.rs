@@ -5,6 +5,7 @@
 //! the current key is tried first; only if it fails are the signing
 //! environment's keys still in grace tried, newest window first.
 
+use std::ops::ControlFlow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use api_auth_core::expiration;
@@ -15,8 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::errors::{ApiAuthError, OrReport, Result};
 use crate::lookup::{self, MatchedBy};
-use crate::plan;
-use crate::probe;
+use crate::probe::{self, Key};
 use crate::settings;
 
 /// Largest `claims` object accepted by `mint_public_jwt`: the token must stay
@@ -33,13 +33,6 @@ pub struct SigningEnvironment {
     pub current_key: String,
 }
 
-// Schema-qualified operators: this runs under the caller's search_path.
-plan!(GRACE_KEYS, false, [TEXTOID],
-    "SELECT id, api_key FROM api_auth.revoked_api_key \
-     WHERE runtime_environment_id OPERATOR(pg_catalog.=) $1 \
-       AND expires_at OPERATOR(pg_catalog.>) pg_catalog.now() \
-     ORDER BY expires_at DESC");
-
 pub fn now_epoch() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -52,19 +45,19 @@ fn policy_settings() -> (String, String) {
 /// under an archived parent) and not a PREVIEW parent, which authenticates only
 /// through its branches, by key or by token. Two primary-key probes at most.
 pub fn signing_environment(id: &str) -> Result<Option<SigningEnvironment>> {
-    let Some([Some(id), _, Some(kind), api_key, _, parent_id, ..]) = probe::BY_ID.live_environment(id)? else {
-        return Ok(None);
-    };
-    let (signer_id, current_key) = match parent_id {
-        Some(parent_id) => match probe::BY_ID.live_environment(&parent_id)? {
-            Some([_, _, _, parent_key, ..]) => (parent_id, parent_key),
+    let Some(env) = lookup::environment_by_id(id)? else { return Ok(None) };
+    let (signer_id, current_key) = match env.parent_environment_id {
+        Some(parent_id) => match lookup::environment_by_id(&parent_id)? {
+            Some(parent) => (parent.id, parent.api_key),
             None => return Ok(None),
         },
-        None if kind == "PREVIEW" => return Ok(None),
-        None => (id.clone(), api_key),
+        None if env.kind == "PREVIEW" => return Ok(None),
+        None => (env.id.clone(), env.api_key),
     };
-    let Some(current_key) = current_key else { return Ok(None) };
-    Ok(Some(SigningEnvironment { id, kind, signer_id, current_key }))
+    if current_key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SigningEnvironment { id: env.id, kind: env.kind, signer_id, current_key }))
 }
 
 /// Sign a token for `subject` with `key`, using the `api_auth.jwt_*` settings.
@@ -74,8 +67,9 @@ pub fn sign(key: &str, subject: &str, claims: Map<String, Value>, exp: i64) -> R
     tokens::mint(key.as_bytes(), subject, claims, &policy, now_epoch(), exp).map_err(ApiAuthError::invalid)
 }
 
-/// The grace fallback for tokens: current key first, then keys in grace.
-/// Only a token the current key does not verify costs a query.
+/// The grace fallback for tokens: current key first, then the signing
+/// environment's keys still in grace, the window ending last first. The
+/// (runtime_environment_id, expires_at) index skips expired rows.
 fn verify_with_environment_keys(
     token: &UnverifiedToken<'_>,
     env: &SigningEnvironment,
@@ -83,15 +77,23 @@ fn verify_with_environment_keys(
     if token.verify_signature(env.current_key.as_bytes()) {
         return Ok(Some((MatchedBy::Current, None)));
     }
-    Spi::connect(|client| {
-        for row in GRACE_KEYS.run(client, &[env.signer_id.as_str().into()])? {
-            let key: Option<String> = row.get(2)?;
-            if key.is_some_and(|k| token.verify_signature(k.as_bytes())) {
-                return Ok(Some((MatchedBy::Grace, row.get(1)?)));
+    let mut in_grace: Vec<(String, String)> = Vec::new();
+    probe::REVOKED_BY_ENVIRONMENT.scan(
+        &[Key::Equals(&env.signer_id), Key::After(probe::now())],
+        &[c"id", c"api_key"],
+        |row| {
+            if let (Some(id), Some(key)) = (row.text(0), row.text(1)) {
+                in_grace.push((id, key));
             }
-        }
-        Ok(None)
-    })
+            ControlFlow::<()>::Continue(())
+        },
+    )?;
+    // Index order is expires_at ascending.
+    Ok(in_grace
+        .into_iter()
+        .rev()
+        .find(|(_, key)| token.verify_signature(key.as_bytes()))
+        .map(|(id, _)| (MatchedBy::Grace, Some(id))))
 }
 
 fn mint(
@@ -121,8 +123,8 @@ fn mint(
 /// (current key or a key in grace), signed with that environment's canonical
 /// current key. NULL when the key authenticates nothing.
 ///
-/// No `SET search_path` (a per-call cost on a request path): the only SQL it
-/// runs is the lookup's, which is schema-qualified.
+/// No `SET search_path` (a per-call cost on a request path): it runs no SQL,
+/// only the lookup's index probes.
 #[pg_extern(security_definer)]
 fn mint_public_jwt(
     api_key: Option<&str>,
@@ -187,7 +189,7 @@ type ValidationRow = (
 ///
 /// Declared by hand, like `find_environment_by_api_key` and for the same
 /// reasons: the named result type `api_auth.token_validation`, and no
-/// `SET search_path` (all SQL it runs is schema-qualified).
+/// `SET search_path` (it runs no SQL, only index probes).
 #[pg_extern(sql = "
 CREATE FUNCTION api_auth.validate_public_jwt(token text)
 RETURNS SETOF api_auth.token_validation

@@ -84,10 +84,10 @@ fn admin_role_rotates_and_reads_the_trail_but_not_the_tables() {
 }
 
 /// Functions on the request path do not pin search_path (a per-call cost);
-/// every other function does. The unpinned ones that run SQL must therefore
-/// qualify every name and operator: run them all, on every path (current key,
-/// grace key, expired key, unknown key, preview branch, tokens, mint) under a
-/// search_path whose first schema shadows `=`, `>`, now() and the table.
+/// every other function does. The unpinned ones must not resolve any name
+/// through it: run them all, on every path (current key, grace key, expired
+/// key, unknown key, preview branch, tokens, mint) under a search_path whose
+/// first schema shadows `=`, `>`, now() and the table.
 #[test]
 fn search_path_hijack_changes_nothing() {
     let (_, mut db) = fresh("hijack");
@@ -103,8 +103,8 @@ fn search_path_hijack_changes_nothing() {
         .query_one("SELECT id FROM api_auth.create_environment('br', 'PREVIEW', NULL, NULL, $1, 'feature')", &[&parent.0])
         .unwrap()
         .get(0);
-    // Look everything up once first, so that kept plans exist before the
-    // search_path changes (re-planned under it) as well as plans made under it.
+    // Once before the search_path changes too, so that anything a backend
+    // caches is made under the safe path and then used under the hostile one.
     assert_eq!(lookup(&mut db, &k2, None), Some((env.clone(), "grace".into())));
 
     // A malicious now() that says "the past", an = that says "always equal",
@@ -164,7 +164,7 @@ fn search_path_hijack_changes_nothing() {
             "api_auth.mint_public_jwt(text,jsonb,text,text)",
             "api_auth.validate_public_jwt(text)",
         ],
-        "only the request-path functions (schema-qualified SQL, tested above) and pure ones go unpinned"
+        "only the request-path functions (no name resolution, tested above) and pure ones go unpinned"
     );
 }
 
