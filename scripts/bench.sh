@@ -14,9 +14,9 @@
 # Settings (environment):
 #   API_AUTH_BENCH_HOME   folder for the cluster, the private PostgreSQL tree
 #                         and logs (default /var/tmp/api_auth-bench)
-#   API_AUTH_BENCH_PGPORT cluster port (default 54370); the shim and the Node
-#                         reference listen on API_AUTH_BENCH_SHIM_PORT (54371)
-#                         and API_AUTH_BENCH_NODE_PORT (54372), loopback only
+#   API_AUTH_BENCH_PGPORT cluster port (default 25470); the shim and the Node
+#                         reference listen on API_AUTH_BENCH_SHIM_PORT (25471)
+#                         and API_AUTH_BENCH_NODE_PORT (25472), loopback only
 #   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
@@ -40,7 +40,7 @@ done
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 HOME_DIR=${API_AUTH_BENCH_HOME:-/var/tmp/api_auth-bench}
-PORT=${API_AUTH_BENCH_PGPORT:-54370}
+PORT=${API_AUTH_BENCH_PGPORT:-25470}
 DB=api_auth_bench
 ROOT=$HOME_DIR/pgroot
 PKG=$HOME_DIR/pkg

@@ -8,13 +8,15 @@
 #   scripts/cluster.sh env     # print PG* variables and a DSN for clients
 #
 # Settings (environment): API_AUTH_HOME (folder holding everything, default
-# /var/tmp/api_auth), API_AUTH_PGPORT (default 54315), API_AUTH_DB (default
+# /var/tmp/api_auth), API_AUTH_PGPORT (default 25415), API_AUTH_DB (default
 # api_auth), API_AUTH_FAST=1 (fsync off: for throwaway test clusters only).
 set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
 HOME_DIR=${API_AUTH_HOME:-/var/tmp/api_auth}
-PORT=${API_AUTH_PGPORT:-54315}
+# Fixed default ports stay below Linux's ephemeral range (32768-60999), where
+# a client connection's local port could already hold them.
+PORT=${API_AUTH_PGPORT:-25415}
 DB=${API_AUTH_DB:-api_auth}
 DATA=$HOME_DIR/pgdata
 RUN=$HOME_DIR/run

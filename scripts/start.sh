@@ -2,16 +2,16 @@
 # The main job: a private PostgreSQL 15 cluster with api_auth installed, plus
 # the HTTP shim in front of it. Installs whatever is missing first.
 #
-#   bash scripts/start.sh            # cluster on 127.0.0.1:54315, shim on 127.0.0.1:8787
+#   bash scripts/start.sh            # cluster on 127.0.0.1:25415, shim on 127.0.0.1:8787
 #
 # Environment: API_AUTH_HOME (data folder, default /var/tmp/api_auth),
-# API_AUTH_PGPORT (54315), API_AUTH_LISTEN (127.0.0.1:8787),
+# API_AUTH_PGPORT (25415), API_AUTH_LISTEN (127.0.0.1:8787),
 # API_AUTH_ADMIN_TOKEN (default: a random token kept in $API_AUTH_HOME/admin-token).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export API_AUTH_HOME=${API_AUTH_HOME:-/var/tmp/api_auth}
-export API_AUTH_PGPORT=${API_AUTH_PGPORT:-54315}
+export API_AUTH_PGPORT=${API_AUTH_PGPORT:-25415}
 export API_AUTH_DB=${API_AUTH_DB:-api_auth}
 LISTEN=${API_AUTH_LISTEN:-127.0.0.1:8787}
 

@@ -24,7 +24,7 @@ done
 
 export API_AUTH_HOME
 API_AUTH_HOME=$(mktemp -d /var/tmp/api_auth-test.XXXXXX)
-export API_AUTH_PGPORT=${API_AUTH_TEST_PGPORT:-54329}
+export API_AUTH_PGPORT=${API_AUTH_TEST_PGPORT:-25429}
 export API_AUTH_FAST=1
 cleanup() { bash scripts/cluster.sh stop; rm -rf "$API_AUTH_HOME"; }
 trap cleanup EXIT

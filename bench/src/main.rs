@@ -282,7 +282,7 @@ fn run(smoke: bool) -> Result<(), String> {
     let pg = Pg {
         bin: PathBuf::from(env_or("API_AUTH_BENCH_PGBIN", "/usr/lib/postgresql/15/bin")),
         host: env_or("API_AUTH_BENCH_PGHOST", "127.0.0.1"),
-        port: env_or("API_AUTH_BENCH_PGPORT", "54370").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?,
+        port: env_or("API_AUTH_BENCH_PGPORT", "25470").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?,
         db: env_or("API_AUTH_BENCH_DB", "api_auth_bench"),
         user: env_or("API_AUTH_BENCH_PGUSER", "postgres"),
     };
@@ -564,8 +564,8 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let m = cx.mode.clone();
     let shim_bin = env_or("API_AUTH_BENCH_SHIM", "target/release/api-auth-shim");
     let node_dir = PathBuf::from(env_or("API_AUTH_BENCH_NODE_DIR", "bench/baselines/node"));
-    let shim_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "54371")).parse().map_err(|e| format!("{e}"))?;
-    let node_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_NODE_PORT", "54372")).parse().map_err(|e| format!("{e}"))?;
+    let shim_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
+    let node_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_NODE_PORT", "25472")).parse().map_err(|e| format!("{e}"))?;
     let url = format!("postgresql://{}@127.0.0.1:{}/{}", cx.pg.user, cx.pg.port, cx.pg.db);
 
     // Credentials: current keys spread over the table, and current-key tokens.
