@@ -57,7 +57,7 @@ pub struct Environment {
 }
 
 /// The `runtime_environment` columns an [`Environment`] is read from.
-const ENVIRONMENT_COLUMNS: [&CStr; 10] = [
+static ENVIRONMENT_COLUMNS: [&CStr; 10] = [
     c"id",
     c"slug",
     c"type",
@@ -94,7 +94,7 @@ impl Environment {
 }
 
 /// The live environment found through `index` by `keys` (a unique index).
-fn live_environment(index: &Index, keys: &[Key<'_>]) -> Result<Option<Environment>> {
+fn live_environment(index: &'static Index, keys: &[Key<'_>]) -> Result<Option<Environment>> {
     index.scan(keys, &ENVIRONMENT_COLUMNS, |row| match Environment::live(&row) {
         Some(env) => ControlFlow::Break(env),
         None => ControlFlow::Continue(()),

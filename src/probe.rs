@@ -13,6 +13,7 @@
 //! later cannot shift what is read. No name is resolved through search_path.
 //! Anything richer than "rows by the leading columns of one index" stays in SQL.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::ops::ControlFlow;
 
@@ -29,17 +30,17 @@ pub struct Index {
 }
 
 /// `runtime_environment (api_key)`, unique: the hot path of every secret-key lookup.
-pub const ENVIRONMENT_BY_API_KEY: Index =
+pub static ENVIRONMENT_BY_API_KEY: Index =
     Index { table: c"runtime_environment", name: c"runtime_environment_api_key_key" };
 /// `runtime_environment (id)`: a token's subject, a grace row's environment.
-pub const ENVIRONMENT_BY_ID: Index = Index { table: c"runtime_environment", name: c"runtime_environment_pkey" };
+pub static ENVIRONMENT_BY_ID: Index = Index { table: c"runtime_environment", name: c"runtime_environment_pkey" };
 /// `runtime_environment (parent_environment_id, branch_name)`, unique: a preview branch.
-pub const BRANCH_BY_NAME: Index =
+pub static BRANCH_BY_NAME: Index =
     Index { table: c"runtime_environment", name: c"runtime_environment_branch_name_key" };
 /// `revoked_api_key (api_key)`: the grace fallback of a secret-key lookup.
-pub const REVOKED_BY_API_KEY: Index = Index { table: c"revoked_api_key", name: c"revoked_api_key_api_key_idx" };
+pub static REVOKED_BY_API_KEY: Index = Index { table: c"revoked_api_key", name: c"revoked_api_key_api_key_idx" };
 /// `revoked_api_key (runtime_environment_id, expires_at)`: the grace fallback of a token.
-pub const REVOKED_BY_ENVIRONMENT: Index =
+pub static REVOKED_BY_ENVIRONMENT: Index =
     Index { table: c"revoked_api_key", name: c"revoked_api_key_runtime_environment_id_idx" };
 
 /// A condition on one index column, in index column order.
@@ -95,7 +96,8 @@ fn relation_oid(namespace: pg_sys::Oid, name: &CStr) -> Result<pg_sys::Oid> {
 ///
 /// # Safety
 /// `desc` must be a valid tuple descriptor.
-unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr], out: &mut [i32]) -> Result<()> {
+unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr]) -> Result<[i32; MAX_COLUMNS]> {
+    let mut out = [0; MAX_COLUMNS];
     let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
     for (n, name) in out.iter_mut().zip(names) {
         let i = attrs
@@ -110,21 +112,53 @@ unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr], out: &
             })?;
         *n = i as i32 + 1;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Most columns a probe reads, most keys it takes.
 const MAX_COLUMNS: usize = 16;
 const MAX_KEYS: usize = 2;
 
+/// What a probe resolves by name, kept per backend so that the next probe
+/// does no name look-up: the relations' OIDs, and the attribute numbers of
+/// one column list. Keyed by the addresses of the (static) index and list.
+#[derive(Clone, Copy)]
+struct Resolved {
+    key: (usize, usize),
+    table: pg_sys::Oid,
+    index: pg_sys::Oid,
+    attnos: [i32; MAX_COLUMNS],
+}
+
+thread_local! {
+    static RESOLVED: RefCell<Vec<Resolved>> = const { RefCell::new(Vec::new()) };
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Relcache invalidation callback: any change to a cached relation (DDL,
+/// DROP EXTENSION, a reinstall) or a full reset forgets everything resolved.
+unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    RESOLVED.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            if relid == pg_sys::InvalidOid || r.iter().any(|e| e.table == relid || e.index == relid) {
+                r.clear();
+            }
+        }
+    });
+}
+
+fn cached(key: (usize, usize)) -> Option<Resolved> {
+    RESOLVED.with(|r| r.borrow().iter().find(|e| e.key == key).copied())
+}
+
 impl Index {
     /// Call `each` with `columns` of every row visible to the statement's
     /// snapshot whose leading index columns satisfy `keys`, in index order,
     /// until it breaks with a value.
     pub fn scan<T>(
-        &self,
+        &'static self,
         keys: &[Key<'_>],
-        columns: &[&CStr],
+        columns: &'static [&'static CStr],
         mut each: impl FnMut(Row<'_>) -> ControlFlow<T>,
     ) -> Result<Option<T>> {
         if columns.len() > MAX_COLUMNS || keys.is_empty() || keys.len() > MAX_KEYS {
@@ -133,29 +167,72 @@ impl Index {
         if keys.iter().any(|k| matches!(k, Key::Equals(t) if i32::try_from(t.len()).is_err())) {
             return Err(ApiAuthError::invalid("key too long"));
         }
+        let key = (self as *const Index as usize, columns.as_ptr() as usize);
         let mut scan_keys = [pg_sys::ScanKeyData::default(); MAX_KEYS];
-        let (mut attnos, mut values, mut nulls) =
-            ([0i32; MAX_COLUMNS], [pg_sys::Datum::from(0usize); MAX_COLUMNS], [true; MAX_COLUMNS]);
+        let (mut values, mut nulls) = ([pg_sys::Datum::from(0usize); MAX_COLUMNS], [true; MAX_COLUMNS]);
         // SAFETY: the standard heap + index scan sequence (as in genam.c's
         // systable scans). Relations, slot and scan are released on every path
         // below; if PostgreSQL raises an error in between, transaction abort
         // releases them through the resource owner, as it does for the executor.
         unsafe {
-            let namespace = pg_sys::get_namespace_oid(c"api_auth".as_ptr(), false);
-            let table_oid = relation_oid(namespace, self.table)?;
-            let index_oid = relation_oid(namespace, self.name)?;
+            if !WATCHING.get() {
+                pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0usize));
+                WATCHING.set(true);
+            }
             let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-            let table = pg_sys::table_open(table_oid, lock);
-            let index = pg_sys::index_open(index_oid, lock);
+            // Opening processes pending invalidations: a relation dropped since
+            // it was cached fails to open and has been forgotten; look again.
+            let mut opened = None;
+            for _ in 0..2 {
+                let (table_oid, index_oid) = match cached(key) {
+                    Some(r) => (r.table, r.index),
+                    None => {
+                        let namespace = pg_sys::get_namespace_oid(c"api_auth".as_ptr(), false);
+                        (relation_oid(namespace, self.table)?, relation_oid(namespace, self.name)?)
+                    }
+                };
+                let table = pg_sys::try_table_open(table_oid, lock);
+                if table.is_null() {
+                    forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
+                    continue;
+                }
+                let index = pg_sys::try_index_open(index_oid, lock);
+                if index.is_null() {
+                    pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+                    forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
+                    continue;
+                }
+                opened = Some((table_oid, index_oid, table, index));
+                break;
+            }
+            let Some((table_oid, index_oid, table, index)) = opened else {
+                return Err(ApiAuthError::Internal(format!("{} cannot be opened", self.name.to_string_lossy())));
+            };
             // Locks stay until the end of the transaction, as with any query.
             let close = || {
                 pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
                 pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
             };
-            if let Err(e) = attnums((*table).rd_att, self.table, columns, &mut attnos) {
-                close();
-                return Err(e);
-            }
+            // Attribute numbers are resolved after opening, so that an
+            // invalidation processed by the open is already taken into account.
+            let attnos = match cached(key) {
+                Some(r) if r.table == table_oid && r.index == index_oid => r.attnos,
+                _ => match attnums((*table).rd_att, self.table, columns) {
+                    Ok(attnos) => {
+                        let resolved = Resolved { key, table: table_oid, index: index_oid, attnos };
+                        RESOLVED.with(|r| {
+                            let mut r = r.borrow_mut();
+                            r.retain(|e| e.key != key);
+                            r.push(resolved);
+                        });
+                        attnos
+                    }
+                    Err(e) => {
+                        close();
+                        return Err(e);
+                    }
+                },
+            };
             let index_columns = (*(*index).rd_index).indnkeyatts as usize;
             if keys.len() > index_columns {
                 close();

@@ -5,12 +5,19 @@
 //! the current key is tried first; only if it fails are the signing
 //! environment's keys still in grace tried, newest window first.
 
+use std::ffi::CString;
 use std::ops::ControlFlow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use api_auth_core::expiration;
 use api_auth_core::tokens::{self, ClaimPolicy, TokenError, UnverifiedToken};
 use pgrx::prelude::*;
+use pgrx::callconv::{BoxRet, FcInfo};
+use pgrx::datum::Datum;
+use pgrx::fcinfo::direct_function_call_as_datum;
+use pgrx::pgrx_sql_entity_graph::metadata::{
+    ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
+};
 use pgrx::JsonB;
 use serde_json::{Map, Value};
 
@@ -139,7 +146,8 @@ fn mint_public_jwt(
 /// which key verified it; or the reason it was refused.
 pub struct Validation {
     pub environment: SigningEnvironment,
-    pub claims: Map<String, Value>,
+    /// The verified payload's JSON text, as sent.
+    pub claims_json: String,
     pub matched_by: MatchedBy,
     pub revoked_api_key_id: Option<String>,
 }
@@ -169,7 +177,45 @@ pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenErro
     if let Err(e) = parsed.check_claims(&policy, now_epoch()) {
         return Ok(Err(e));
     }
-    Ok(Ok(Validation { environment, claims: parsed.into_claims(), matched_by, revoked_api_key_id }))
+    let claims_json = parsed.payload_json().to_owned();
+    Ok(Ok(Validation { environment, claims_json, matched_by, revoked_api_key_id }))
+}
+
+/// JSON text that becomes `jsonb` through PostgreSQL's own parser: a verified
+/// token's payload, handed on as sent instead of being re-serialised from the
+/// parsed claims (serde's output would be parsed by PostgreSQL all the same).
+pub struct JsonbText(pub String);
+
+impl IntoDatum for JsonbText {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        // JSON text never holds a raw NUL byte (inside strings it is escaped).
+        let text = CString::new(self.0).ok()?;
+        // SAFETY: jsonb_in takes one cstring argument and raises on bad input.
+        unsafe { direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())]) }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// SAFETY: returns exactly what into_datum makes, NULL for None.
+unsafe impl BoxRet for JsonbText {
+    unsafe fn box_into<'fcx>(self, fcinfo: &mut FcInfo<'fcx>) -> Datum<'fcx> {
+        match self.into_datum() {
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+// SAFETY: a JsonbText datum is a jsonb datum.
+unsafe impl SqlTranslatable for JsonbText {
+    const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonbText);
+    const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
+    const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
+    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> =
+        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
 type ValidationRow = (
@@ -177,7 +223,7 @@ type ValidationRow = (
     Option<String>,
     Option<String>,
     Option<String>,
-    Option<JsonB>,
+    Option<JsonbText>,
     Option<String>,
     Option<String>,
 );
@@ -205,7 +251,7 @@ fn validate_public_jwt(
         name!(error, Option<String>),
         name!(environment_id, Option<String>),
         name!(environment_type, Option<String>),
-        name!(claims, Option<JsonB>),
+        name!(claims, Option<JsonbText>),
         name!(matched_by, Option<String>),
         name!(revoked_api_key_id, Option<String>),
     ),
@@ -219,7 +265,7 @@ fn validate_public_jwt(
                 None,
                 Some(v.environment.id),
                 Some(v.environment.kind),
-                Some(JsonB(Value::Object(v.claims))),
+                Some(JsonbText(v.claims_json)),
                 Some(v.matched_by.as_str().to_owned()),
                 v.revoked_api_key_id,
             ),

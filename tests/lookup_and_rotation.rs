@@ -206,3 +206,38 @@ fn every_object_is_documented() {
         .collect();
     assert!(undocumented.is_empty(), "no COMMENT ON: {undocumented:?}");
 }
+
+/// The index probes keep relation OIDs and column numbers per backend. In one
+/// session: look up, change the table, reinstall the extension (every OID
+/// changes), look up again. Stale numbers would read the wrong columns or fail.
+#[test]
+fn lookups_follow_table_changes_and_reinstalls_in_the_same_session() {
+    let (_, mut db) = fresh("reinstall");
+    let (env, key) = create_environment(&mut db, "prod", "PRODUCTION");
+    let (key2, _) = rotate(&mut db, &env);
+    assert_eq!(lookup(&mut db, &key2, None), Some((env.clone(), "current".into())));
+    assert_eq!(lookup(&mut db, &key, None), Some((env.clone(), "grace".into())));
+
+    // A column dropped before the ones read, one added after: positions move.
+    db.batch_execute(
+        "ALTER TABLE api_auth.runtime_environment ADD COLUMN note text DEFAULT 'x'; \
+         ALTER TABLE api_auth.runtime_environment DROP COLUMN note; \
+         ALTER TABLE api_auth.revoked_api_key ADD COLUMN reason text DEFAULT 'rotated';",
+    )
+    .unwrap();
+    let slug: String = db
+        .query_one("SELECT slug FROM api_auth.find_environment_by_api_key($1)", &[&key2])
+        .unwrap()
+        .get(0);
+    assert_eq!(slug, "prod");
+    assert_eq!(lookup(&mut db, &key, None), Some((env.clone(), "grace".into())));
+
+    db.batch_execute("DROP EXTENSION api_auth CASCADE; CREATE EXTENSION api_auth;").unwrap();
+    assert_eq!(lookup(&mut db, &key2, None), None, "the old tables are gone");
+    let (env3, key3) = create_environment(&mut db, "stg", "STAGING");
+    assert_eq!(lookup(&mut db, &key3, None), Some((env3.clone(), "current".into())));
+    let (_, _) = rotate(&mut db, &env3);
+    assert_eq!(lookup(&mut db, &key3, None), Some((env3.clone(), "grace".into())));
+    let token: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&key3]).unwrap().get(0);
+    assert_eq!(validate(&mut db, &token).0, true);
+}

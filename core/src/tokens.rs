@@ -10,7 +10,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sha2::Sha256;
 use serde_json::{Map, Value};
 
 /// Longest token considered (the SDK's tokens are a few hundred bytes).
@@ -82,14 +84,18 @@ impl Default for ClaimPolicy<'static> {
 #[derive(Debug)]
 pub struct UnverifiedToken<'a> {
     signing_input: &'a str,
-    signature: &'a str,
+    signature: [u8; 32],
     claims: Map<String, Value>,
+    /// The payload as sent: JSON text that parsed to `claims`.
+    payload_json: String,
 }
 
-fn decode_json_object(part: &str) -> Result<Map<String, Value>, TokenError> {
+/// Decode a base64url part holding a JSON object: the object and its text.
+fn decode_json_object(part: &str) -> Result<(Map<String, Value>, String), TokenError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
     match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        // serde_json accepted it, so it is UTF-8: the check below cannot fail.
+        Ok(Value::Object(map)) => Ok((map, String::from_utf8(bytes).map_err(|_| TokenError::Malformed)?)),
         _ => Err(TokenError::Malformed),
     }
 }
@@ -105,17 +111,19 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
     else {
         return Err(TokenError::Malformed);
     };
-    let header = decode_json_object(header)?;
+    let (header, _) = decode_json_object(header)?;
     if header.get("alg").and_then(Value::as_str) != Some("HS256") || header.contains_key("crit") {
         return Err(TokenError::InvalidAlgorithm);
     }
-    let claims = decode_json_object(payload)?;
+    let (claims, payload_json) = decode_json_object(payload)?;
     // HS256 signatures are exactly 32 bytes; anything else cannot verify.
-    if URL_SAFE_NO_PAD.decode(signature).map_or(true, |s| s.len() != 32) {
-        return Err(TokenError::Malformed);
-    }
+    let signature: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or(TokenError::Malformed)?;
     let signing_input = &token[..token.rfind('.').ok_or(TokenError::Malformed)?];
-    Ok(UnverifiedToken { signing_input, signature, claims })
+    Ok(UnverifiedToken { signing_input, signature, claims, payload_json })
 }
 
 /// Cheap check used to classify credentials: three dot-separated parts whose
@@ -128,7 +136,7 @@ pub fn is_public_token_shape(credential: &str) -> bool {
         .split('.')
         .nth(1)
         .and_then(|p| decode_json_object(p).ok())
-        .is_some_and(|c| c.get("pub") == Some(&Value::Bool(true)))
+        .is_some_and(|(c, _)| c.get("pub") == Some(&Value::Bool(true)))
 }
 
 impl<'a> UnverifiedToken<'a> {
@@ -142,13 +150,10 @@ impl<'a> UnverifiedToken<'a> {
 
     /// HMAC-SHA256 of the signing input with `key`, compared in constant time.
     pub fn verify_signature(&self, key: &[u8]) -> bool {
-        jsonwebtoken::crypto::verify(
-            self.signature,
-            self.signing_input.as_bytes(),
-            &DecodingKey::from_secret(key),
-            Algorithm::HS256,
-        )
-        .unwrap_or(false)
+        // HMAC takes keys of any length; the error arm is unreachable.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return false };
+        mac.update(self.signing_input.as_bytes());
+        mac.verify_slice(&self.signature).is_ok()
     }
 
     /// Judge the claims of a token whose signature has been verified.
@@ -195,6 +200,12 @@ impl<'a> UnverifiedToken<'a> {
 
     pub fn into_claims(self) -> Map<String, Value> {
         self.claims
+    }
+
+    /// The payload's JSON text exactly as sent (it parsed to [`Self::claims`]),
+    /// for callers that hand the claims on as JSON without re-serialising them.
+    pub fn payload_json(&self) -> &str {
+        &self.payload_json
     }
 }
 
@@ -277,6 +288,32 @@ mod tests {
         assert_eq!(claims["exp"], NOW + 60);
         assert_eq!(claims["scopes"], json!(["write:tasks:foo"]));
         assert_eq!(validate(&tok, b"tr_dev_other"), Err(TokenError::InvalidSignature));
+    }
+
+    #[test]
+    fn payload_json_is_the_text_sent_and_every_signature_bit_counts() {
+        // Unusual spacing and key order survive: the text is what was signed.
+        let payload = r#"{ "sub":"env_1", "pub":true, "exp":1700000900 }"#;
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#), URL_SAFE_NO_PAD.encode(payload));
+        let sig = URL_SAFE_NO_PAD.decode(hs256_sign(KEY, input.as_bytes())).unwrap();
+        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&sig));
+        let t = parse(&token).unwrap();
+        assert_eq!(t.payload_json(), payload);
+        assert_eq!(serde_json::from_str::<Value>(t.payload_json()).unwrap(), Value::Object(t.claims().clone()));
+        assert!(t.verify_signature(KEY));
+        assert!(!t.verify_signature(b"tr_dev_abcdefghijklmnopqrstuvwy"));
+        assert!(!t.verify_signature(b""));
+        for bit in 0..256 {
+            let mut flipped = sig.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&flipped));
+            assert!(!parse(&token).unwrap().verify_signature(KEY), "bit {bit}");
+        }
+        // 31 or 33 bytes can never be an HS256 signature.
+        for len in [31, 33] {
+            let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(vec![0u8; len]));
+            assert_eq!(parse(&token).err(), Some(TokenError::Malformed));
+        }
     }
 
     #[test]
