@@ -15,26 +15,28 @@ use crate::keys::MAX_NAME_LEN;
 use crate::plan;
 use crate::settings;
 
+// Locks the environment and resolves the grace window once: the argument, or
+// the api_auth.rotation_grace_period setting; ROTATE then uses its end as is.
 plan!(LOCK_ENVIRONMENT, true, [TEXTOID, INTERVALOID, FLOAT8OID],
     "SELECT e.type, e.parent_environment_id IS NOT NULL, e.archived_at IS NOT NULL, \
-            g.grace < interval '0' \
+            g.grace < interval '0', pg_catalog.now() + g.grace \
      FROM api_auth.runtime_environment e, \
           LATERAL (SELECT coalesce($2, pg_catalog.make_interval(secs => $3)) AS grace) g \
      WHERE e.id = $1 FOR UPDATE OF e");
 
-plan!(ROTATE, true, [TEXTOID, TEXTOID, TEXTOID, TEXTOID, INTERVALOID, FLOAT8OID],
+plan!(ROTATE, true, [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID],
     "WITH old AS ( \
         SELECT api_key FROM api_auth.runtime_environment WHERE id = $2 \
      ), revoked AS ( \
         INSERT INTO api_auth.revoked_api_key (id, api_key, runtime_environment_id, expires_at) \
-        SELECT $1, old.api_key, $2, pg_catalog.now() + coalesce($5, pg_catalog.make_interval(secs => $6)) \
+        SELECT $1, old.api_key, $2, $5 \
         FROM old \
         RETURNING id, expires_at \
      ), rotated AS ( \
         UPDATE api_auth.runtime_environment \
         SET api_key = $3, pk_api_key = $4, updated_at = pg_catalog.now() WHERE id = $2 \
      ) \
-     SELECT id, expires_at FROM revoked");
+     SELECT id FROM revoked");
 
 plan!(SET_EXPIRY, true, [TEXTOID, TIMESTAMPTZOID],
     "UPDATE api_auth.revoked_api_key SET expires_at = $2 WHERE id = $1 \
@@ -78,6 +80,9 @@ fn rotate(environment_id: Option<&str>, grace: Option<Interval>) -> Result<Rotat
         if row.get::<bool>(4)? == Some(true) {
             return Err(ApiAuthError::invalid("grace must not be negative"));
         }
+        let expires_at: TimestampWithTimeZone = row
+            .get(5)?
+            .ok_or_else(|| ApiAuthError::Internal("grace window has no end".into()))?;
         let kind: EnvironmentType = kind
             .as_deref()
             .and_then(|k| k.parse().ok())
@@ -92,14 +97,12 @@ fn rotate(environment_id: Option<&str>, grace: Option<Interval>) -> Result<Rotat
                 environment_id.into(),
                 api_key.as_str().into(),
                 pk_api_key.as_str().into(),
-                grace.into(),
-                default_grace.into(),
+                expires_at.into(),
             ],
         )?;
-        let row = rows.into_iter().next().ok_or_else(|| ApiAuthError::Internal("rotation wrote no grace row".into()))?;
-        let expires_at = row
-            .get::<TimestampWithTimeZone>(2)?
-            .ok_or_else(|| ApiAuthError::Internal("grace row has no expiry".into()))?;
+        if rows.is_empty() {
+            return Err(ApiAuthError::Internal("rotation wrote no grace row".into()));
+        }
         Ok((api_key, pk_api_key, revoked_id, expires_at))
     })
 }
