@@ -7,7 +7,7 @@
 #   bash scripts/bench.sh           # full run (1k/100k/1M environments; ~30-40 min on 2 cores)
 #   bash scripts/bench.sh --smoke   # tiny data set, a minute or two (what CI runs)
 #
-# Writes bench/results/latest.json and bench/results/scale.svg (a smoke run:
+# Writes bench/results/latest.json, latest.txt (the table) and scale.svg (a smoke run:
 # bench/results/smoke/, not committed). Benchmarks are
 # programs, not tests: nothing here fails on a slow figure, only on an error.
 #
@@ -132,3 +132,5 @@ export API_AUTH_BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ARGS=(run)
 if [ "$MODE" = smoke ]; then ARGS+=(--smoke); fi
 "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
+# The printed table beside the raw numbers, as committed for a full run.
+cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/latest.txt"

@@ -177,8 +177,22 @@ pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenErro
     if let Err(e) = parsed.check_claims(&policy, now_epoch()) {
         return Ok(Err(e));
     }
+    // jsonb cannot store U+0000: refuse such a payload rather than fail
+    // while building the row.
+    if parsed.claims().iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+        return Ok(Err(TokenError::ClaimInvalid));
+    }
     let claims_json = parsed.payload_json().to_owned();
     Ok(Ok(Validation { environment, claims_json, matched_by, revoked_api_key_id }))
+}
+
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 /// JSON text that becomes `jsonb` through PostgreSQL's own parser: a verified

@@ -134,6 +134,9 @@ fn every_refusal_has_its_code() {
             c.as_object_mut().unwrap().remove("exp");
             sign_jwt(&hs256, &c, &k)
         }),
+        // jsonb cannot hold U+0000: a refusal, not an error, even when signed.
+        ("claim_invalid", sign_jwt(&hs256, &with("scopes", json!(["read:runs\u{0}"])), &k)),
+        ("claim_invalid", sign_jwt(&hs256, &with("meta", json!({"a\u{0}": 1})), &k)),
         ("expired", sign_jwt(&hs256, &with("exp", json!(now() - 60)), &k)),
         ("missing_subject", {
             let mut c = public_claims(&env);
