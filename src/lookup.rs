@@ -194,8 +194,8 @@ fn caller_is_admin() -> bool {
 /// `api_auth.environment_match` (sql/schema.sql), whose row descriptor comes
 /// from the type cache, where RETURNS TABLE makes PostgreSQL rebuild one from
 /// pg_proc at every call; and it has no `SET search_path`, whose per-call GUC
-/// save and restore cost a third of a lookup. It needs none: it runs no SQL,
-/// and index probes resolve no name through search_path (tests/security.rs
+/// save and restore cost about a quarter of a lookup. It needs none: it runs
+/// no SQL, and its index probes resolve no name through search_path (tests/security.rs
 /// runs it under a hostile one). The columns below must match the type.
 #[pg_extern(sql = "
 CREATE FUNCTION api_auth.find_environment_by_api_key(api_key text, branch_name text DEFAULT NULL)
