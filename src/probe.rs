@@ -151,7 +151,80 @@ fn cached(key: (usize, usize)) -> Option<Resolved> {
     RESOLVED.with(|r| r.borrow().iter().find(|e| e.key == key).copied())
 }
 
+/// A table and one of its indexes, open under `AccessShareLock`, and the
+/// attribute numbers of the columns a probe reads.
+struct Opened {
+    table: pg_sys::Relation,
+    index: pg_sys::Relation,
+    attnos: [i32; MAX_COLUMNS],
+}
+
+impl Opened {
+    /// Close both; the locks stay until the end of the transaction, as with any query.
+    unsafe fn close(&self) {
+        pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pg_sys::table_close(self.table, pg_sys::NoLock as pg_sys::LOCKMODE);
+    }
+}
+
 impl Index {
+    /// Open the table and the index, by the OIDs and column numbers resolved
+    /// for (`self`, `columns`) earlier in this backend, or by name.
+    ///
+    /// # Safety
+    /// Must run inside a transaction; the caller closes what it gets.
+    unsafe fn open(&'static self, columns: &'static [&'static CStr]) -> Result<Opened> {
+        if !WATCHING.get() {
+            pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0usize));
+            WATCHING.set(true);
+        }
+        let key = (self as *const Index as usize, columns.as_ptr() as usize);
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        // Opening processes pending invalidations: a relation dropped since
+        // it was cached fails to open and has been forgotten; look again.
+        for _ in 0..2 {
+            let (table_oid, index_oid) = match cached(key) {
+                Some(r) => (r.table, r.index),
+                None => {
+                    let namespace = pg_sys::get_namespace_oid(c"api_auth".as_ptr(), false);
+                    (relation_oid(namespace, self.table)?, relation_oid(namespace, self.name)?)
+                }
+            };
+            let table = pg_sys::try_table_open(table_oid, lock);
+            if table.is_null() {
+                forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
+                continue;
+            }
+            let index = pg_sys::try_index_open(index_oid, lock);
+            if index.is_null() {
+                pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
+                forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
+                continue;
+            }
+            // Attribute numbers are resolved after opening, so that an
+            // invalidation processed by the open is already taken into account.
+            if let Some(r) = cached(key).filter(|r| r.table == table_oid && r.index == index_oid) {
+                return Ok(Opened { table, index, attnos: r.attnos });
+            }
+            let mut opened = Opened { table, index, attnos: [0; MAX_COLUMNS] };
+            match attnums((*table).rd_att, self.table, columns) {
+                Ok(attnos) => opened.attnos = attnos,
+                Err(e) => {
+                    opened.close();
+                    return Err(e);
+                }
+            }
+            let resolved = Resolved { key, table: table_oid, index: index_oid, attnos: opened.attnos };
+            RESOLVED.with(|r| {
+                let mut r = r.borrow_mut();
+                r.retain(|e| e.key != key);
+                r.push(resolved);
+            });
+            return Ok(opened);
+        }
+        Err(ApiAuthError::Internal(format!("{} cannot be opened", self.name.to_string_lossy())))
+    }
+
     /// Call `each` with `columns` of every row visible to the statement's
     /// snapshot whose leading index columns satisfy `keys`, in index order,
     /// until it breaks with a value.
@@ -167,7 +240,6 @@ impl Index {
         if keys.iter().any(|k| matches!(k, Key::Equals(t) if i32::try_from(t.len()).is_err())) {
             return Err(ApiAuthError::invalid("key too long"));
         }
-        let key = (self as *const Index as usize, columns.as_ptr() as usize);
         let mut scan_keys = [pg_sys::ScanKeyData::default(); MAX_KEYS];
         let (mut values, mut nulls) = ([pg_sys::Datum::from(0usize); MAX_COLUMNS], [true; MAX_COLUMNS]);
         // SAFETY: the standard heap + index scan sequence (as in genam.c's
@@ -175,67 +247,11 @@ impl Index {
         // below; if PostgreSQL raises an error in between, transaction abort
         // releases them through the resource owner, as it does for the executor.
         unsafe {
-            if !WATCHING.get() {
-                pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0usize));
-                WATCHING.set(true);
-            }
-            let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-            // Opening processes pending invalidations: a relation dropped since
-            // it was cached fails to open and has been forgotten; look again.
-            let mut opened = None;
-            for _ in 0..2 {
-                let (table_oid, index_oid) = match cached(key) {
-                    Some(r) => (r.table, r.index),
-                    None => {
-                        let namespace = pg_sys::get_namespace_oid(c"api_auth".as_ptr(), false);
-                        (relation_oid(namespace, self.table)?, relation_oid(namespace, self.name)?)
-                    }
-                };
-                let table = pg_sys::try_table_open(table_oid, lock);
-                if table.is_null() {
-                    forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
-                    continue;
-                }
-                let index = pg_sys::try_index_open(index_oid, lock);
-                if index.is_null() {
-                    pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
-                    forget(pg_sys::Datum::from(0usize), pg_sys::InvalidOid);
-                    continue;
-                }
-                opened = Some((table_oid, index_oid, table, index));
-                break;
-            }
-            let Some((table_oid, index_oid, table, index)) = opened else {
-                return Err(ApiAuthError::Internal(format!("{} cannot be opened", self.name.to_string_lossy())));
-            };
-            // Locks stay until the end of the transaction, as with any query.
-            let close = || {
-                pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
-                pg_sys::table_close(table, pg_sys::NoLock as pg_sys::LOCKMODE);
-            };
-            // Attribute numbers are resolved after opening, so that an
-            // invalidation processed by the open is already taken into account.
-            let attnos = match cached(key) {
-                Some(r) if r.table == table_oid && r.index == index_oid => r.attnos,
-                _ => match attnums((*table).rd_att, self.table, columns) {
-                    Ok(attnos) => {
-                        let resolved = Resolved { key, table: table_oid, index: index_oid, attnos };
-                        RESOLVED.with(|r| {
-                            let mut r = r.borrow_mut();
-                            r.retain(|e| e.key != key);
-                            r.push(resolved);
-                        });
-                        attnos
-                    }
-                    Err(e) => {
-                        close();
-                        return Err(e);
-                    }
-                },
-            };
+            let opened = self.open(columns)?;
+            let Opened { table, index, attnos } = opened;
             let index_columns = (*(*index).rd_index).indnkeyatts as usize;
             if keys.len() > index_columns {
-                close();
+                opened.close();
                 return Err(ApiAuthError::Internal(format!("{} has fewer columns than keys", self.name.to_string_lossy())));
             }
             for (i, (scan_key, key)) in scan_keys.iter_mut().zip(keys).enumerate() {
@@ -288,7 +304,7 @@ impl Index {
             if registered {
                 pg_sys::UnregisterSnapshot(snapshot);
             }
-            close();
+            opened.close();
             Ok(found)
         }
     }

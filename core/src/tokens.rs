@@ -90,12 +90,11 @@ pub struct UnverifiedToken<'a> {
     payload_json: String,
 }
 
-/// Decode a base64url part holding a JSON object: the object and its text.
-fn decode_json_object(part: &str) -> Result<(Map<String, Value>, String), TokenError> {
+/// Decode a base64url part holding a JSON object: the object and its bytes.
+fn decode_json_object(part: &str) -> Result<(Map<String, Value>, Vec<u8>), TokenError> {
     let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
     match serde_json::from_slice(&bytes) {
-        // serde_json accepted it, so it is UTF-8: the check below cannot fail.
-        Ok(Value::Object(map)) => Ok((map, String::from_utf8(bytes).map_err(|_| TokenError::Malformed)?)),
+        Ok(Value::Object(map)) => Ok((map, bytes)),
         _ => Err(TokenError::Malformed),
     }
 }
@@ -116,6 +115,8 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
         return Err(TokenError::InvalidAlgorithm);
     }
     let (claims, payload_json) = decode_json_object(payload)?;
+    // serde_json accepted it, so it is UTF-8: this check cannot fail.
+    let payload_json = String::from_utf8(payload_json).map_err(|_| TokenError::Malformed)?;
     // HS256 signatures are exactly 32 bytes; anything else cannot verify.
     let signature: [u8; 32] = URL_SAFE_NO_PAD
         .decode(signature)
