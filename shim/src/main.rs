@@ -13,6 +13,7 @@ mod logging;
 mod router;
 mod server;
 mod sessions;
+mod tls;
 mod util;
 mod verify;
 
