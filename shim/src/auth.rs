@@ -181,35 +181,40 @@ pub fn token_error_message(code: &str) -> &'static str {
 }
 
 /// Authenticate a secret key or a public token; 401 otherwise (publishable
-/// keys and unknown credentials included).
+/// keys and unknown credentials included). A token refusal carries the SQL
+/// function's reason as the error's (logged) detail.
 pub async fn authenticate(
     client: &deadpool_postgres::Client,
     cred: Option<&Credential>,
     headers: &HeaderMap,
-    log: &mut RequestLog,
 ) -> Result<Caller, ApiError> {
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
     match cred.kind {
         CredentialKind::SecretKey => match find_by_key(client, &cred.value, headers).await? {
-            Some(k) => {
-                log.environment = Some(k.environment_id.clone());
-                log.auth = Some(if k.matched_by == "grace" { "grace_key" } else { "current_key" });
-                Ok(Caller::Key(k))
-            }
+            Some(k) => Ok(Caller::Key(k)),
             None => Err(ApiError::invalid_api_key()),
         },
         CredentialKind::PublicToken => match validate_token(client, &cred.value).await? {
-            Ok(t) => {
-                log.environment = Some(t.environment_id.clone());
-                log.auth = Some("public_token");
-                Ok(Caller::Token(t))
-            }
+            Ok(t) => Ok(Caller::Token(t)),
             Err(code) => {
-                log.note = Some(format!("token refused: {code}"));
-                Err(ApiError::unauthorized(token_error_message(&code)))
+                Err(ApiError::unauthorized(token_error_message(&code)).with_detail(format!("token refused: {code}")))
             }
         },
         CredentialKind::PublishableKey | CredentialKind::Unknown => Err(ApiError::invalid_api_key()),
+    }
+}
+
+/// What the request log says about an authenticated caller.
+pub fn log_caller(caller: &Caller, log: &mut RequestLog) {
+    match caller {
+        Caller::Key(k) => {
+            log.environment = Some(k.environment_id.clone());
+            log.auth = Some(if k.matched_by == "grace" { "grace_key" } else { "current_key" });
+        }
+        Caller::Token(t) => {
+            log.environment = Some(t.environment_id.clone());
+            log.auth = Some("public_token");
+        }
     }
 }
 

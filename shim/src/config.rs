@@ -23,6 +23,23 @@ OPTIONS:
         key=value string) of a database where `CREATE EXTENSION api_auth` ran.
         Used for the public routes; its role only needs EXECUTE on the api_auth
         functions.
+    --replica-database-url URL API_AUTH_REPLICA_DATABASE_URLS (default: none)
+        A hot-standby replica of DATABASE_URL's database (repeat the flag for
+        several; the variable holds postgres:// URLs separated by spaces).
+        Authentication reads go to a replica whose replay lag is within
+        --max-replica-lag; writes and admin routes to the primary. Refusals
+        from a replica are confirmed on the primary (see
+        --replica-confirm-rate). Connection strings accept sslmode and
+        sslrootcert like libpq (this one, DATABASE_URL and the admin URL).
+    --max-replica-lag SECS     API_AUTH_MAX_REPLICA_LAG (default: 1)
+        A replica further behind the primary than this is not used until it
+        catches up: the longest a revocation can take to reach the replicas.
+    --replica-confirm-rate N   API_AUTH_REPLICA_CONFIRM_RATE (default: 50)
+        Refusals from replicas (unknown key, failing token, unknown session)
+        confirmed on the primary per second; beyond it the replica's refusal
+        is the answer. 0: never confirm.
+    --replica-pool-size N      API_AUTH_REPLICA_POOL_SIZE (default: --pool-size)
+        Maximum PostgreSQL connections per replica.
     --admin-database-url URL   API_AUTH_ADMIN_DATABASE_URL (default: DATABASE_URL)
         Connection string used by the /admin routes (rotation, revoked-key
         expiry, environment creation), so they can run as a more privileged
@@ -88,6 +105,10 @@ pub enum LogFormat {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database_url: String,
+    pub replica_database_urls: Vec<String>,
+    pub max_replica_lag: Duration,
+    pub replica_confirm_rate: u32,
+    pub replica_pool_size: usize,
     /// `None`: the admin routes share the public pool.
     pub admin_database_url: Option<String>,
     pub listen: SocketAddr,
@@ -128,6 +149,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 const VALUE_FLAGS: &[(&str, &str)] = &[
     ("database-url", "DATABASE_URL"),
     ("admin-database-url", "API_AUTH_ADMIN_DATABASE_URL"),
+    ("replica-database-url", "API_AUTH_REPLICA_DATABASE_URLS"),
+    ("max-replica-lag", "API_AUTH_MAX_REPLICA_LAG"),
+    ("replica-confirm-rate", "API_AUTH_REPLICA_CONFIRM_RATE"),
+    ("replica-pool-size", "API_AUTH_REPLICA_POOL_SIZE"),
     ("listen", "API_AUTH_LISTEN"),
     ("pool-size", "API_AUTH_POOL_SIZE"),
     ("admin-pool-size", "API_AUTH_ADMIN_POOL_SIZE"),
@@ -148,6 +173,7 @@ where
 {
     let mut flags: Vec<(&'static str, String)> = Vec::new();
     let mut bench_flag = false;
+    let mut replica_flags: Vec<String> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -180,6 +206,10 @@ where
                 None => return err(format!("--{flag} needs a value")),
             },
         };
+        if flag == "replica-database-url" {
+            replica_flags.push(value);
+            continue;
+        }
         flags.retain(|(f, _)| *f != flag);
         flags.push((flag, value));
     }
@@ -197,6 +227,29 @@ where
     };
     let admin_database_url = get("admin-database-url").filter(|u| *u != database_url);
 
+    let replica_database_urls = if replica_flags.is_empty() {
+        let list = env("API_AUTH_REPLICA_DATABASE_URLS").unwrap_or_default();
+        let urls: Vec<String> = list.split_whitespace().map(str::to_string).collect();
+        if let Some(bad) = urls.iter().find(|u| !u.starts_with("postgres://") && !u.starts_with("postgresql://")) {
+            return err(format!(
+                "API_AUTH_REPLICA_DATABASE_URLS: {:?} is not a postgres:// URL (the variable is a space-separated \
+                 list of URLs; give key=value strings with --replica-database-url)",
+                bad.chars().take(40).collect::<String>()
+            ));
+        }
+        urls
+    } else {
+        replica_flags
+    };
+    let max_replica_lag = seconds(&get, "max-replica-lag", 1)?;
+    let replica_confirm_rate = match get("replica-confirm-rate") {
+        None => 50,
+        Some(s) => match s.trim().parse::<u32>() {
+            Ok(n) if n <= 1_000_000 => n,
+            _ => return err(format!("--replica-confirm-rate: {s:?} is not a whole number between 0 and 1000000")),
+        },
+    };
+
     let listen_s = get("listen").unwrap_or_else(|| "127.0.0.1:3030".into());
     let listen: SocketAddr = match listen_s.parse() {
         Ok(a) => a,
@@ -205,6 +258,7 @@ where
 
     let pool_size = positive(&get, "pool-size", 16, 10_000)?;
     let admin_pool_size = positive(&get, "admin-pool-size", 2, 10_000)?;
+    let replica_pool_size = positive(&get, "replica-pool-size", pool_size, 10_000)?;
     let max_connections = positive(&get, "max-connections", 1024, 1_000_000)?;
     let request_timeout = seconds(&get, "request-timeout", 10)?;
     let db_timeout = seconds(&get, "db-timeout", 2)?;
@@ -249,6 +303,10 @@ where
 
     Ok(Command::Run(Box::new(Config {
         database_url,
+        replica_database_urls,
+        max_replica_lag,
+        replica_confirm_rate,
+        replica_pool_size,
         admin_database_url,
         listen,
         pool_size,

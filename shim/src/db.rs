@@ -27,6 +27,7 @@ pub struct Pools {
 /// string's `sslmode`/`sslrootcert` (see [`crate::tls`]).
 pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String> {
     let target = connect_target(url, db_timeout)?;
+    tracing::debug!(tls = %target.describe(), "connection pool");
     let manager = Manager::from_config(target.config, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)

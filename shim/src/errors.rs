@@ -25,7 +25,7 @@ pub fn issue(path: &[&str], code: &str, message: impl Into<String>) -> Value {
     json!({ "code": code, "path": path, "message": message.into() })
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: Value,

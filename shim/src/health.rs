@@ -23,14 +23,16 @@ pub async fn readyz(app: &App) -> Result<Response<Body>, ApiError> {
         db::query(&admin, db::FLOOR, &[], "").await?;
     }
     let status = app.pools.public.status();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "status": "ready",
-            "extension": { "name": "api_auth", "version": version },
-            "pool": { "size": status.size, "available": status.available, "max": status.max_size },
-        }),
-    ))
+    let mut body = json!({
+        "status": "ready",
+        "extension": { "name": "api_auth", "version": version },
+        "pool": { "size": status.size, "available": status.available, "max": status.max_size },
+    });
+    // Replicas never make the shim unready: without them reads go to the primary.
+    if app.reads.has_replicas() {
+        body["reads"] = app.reads.status();
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 pub async fn floor(app: &App) -> Result<Response<Body>, ApiError> {

@@ -27,10 +27,11 @@ fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
 pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let key = secret_key(cred.as_ref())?;
-    let client = db::client(&app.pools.public).await?;
-    let Some(env) = auth::find_by_key(&client, key, req.headers()).await? else {
-        return Err(ApiError::invalid_api_key());
-    };
+    let headers = req.headers();
+    let env = app
+        .reads
+        .auth_read(|client| async move { auth::find_by_key(&client, key, headers).await?.ok_or_else(ApiError::invalid_api_key) })
+        .await?;
     ctx.log.environment = Some(env.environment_id.clone());
     ctx.log.auth = Some(if env.matched_by == "grace" { "grace_key" } else { "current_key" });
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
@@ -47,38 +48,41 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
     let key = secret_key(cred.as_ref())?.to_string();
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let parsed = parse_mint_body(&bytes);
-    let client = db::client(&app.pools.public).await?;
-    let (claims, expiration) = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            // Authentication comes first: an unknown key is 401 whatever the body.
-            return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(_) => Err(e),
-                None => Err(ApiError::invalid_api_key()),
+    let (headers, parsed, key) = (&parts.headers, &parsed, key.as_str());
+    // Minting only reads (the canonical current key), so it is an
+    // authentication read as a whole: a replica that does not know the key yet
+    // has its refusal confirmed on the primary.
+    let token = app
+        .reads
+        .auth_read(|client| async move {
+            let (claims, expiration) = match parsed {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    // Authentication comes first: an unknown key is 401 whatever the body.
+                    return match auth::find_by_key(&client, key, headers).await? {
+                        Some(_) => Err(e.clone()),
+                        None => Err(ApiError::invalid_api_key()),
+                    };
+                }
             };
-        }
-    };
-    let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
-    let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
-    let rows = db::query(&client, db::MINT, &[&key, &claims, &expiration, &branch], "").await;
-    let rows = match rows {
-        Ok(r) => r,
-        Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            // Bad claims or expiration, but only for a caller who authenticates.
-            return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(_) => Err(e),
-                None => Err(ApiError::invalid_api_key()),
+            let Ok(branch) = auth::branch(headers) else { return Err(ApiError::invalid_api_key()) };
+            let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
+            let rows = match db::query(&client, db::MINT, &[&key, &claims, &expiration, &branch], "").await {
+                Ok(r) => r,
+                Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                    // Bad claims or expiration, but only for a caller who authenticates.
+                    return match auth::find_by_key(&client, key, headers).await? {
+                        Some(_) => Err(e),
+                        None => Err(ApiError::invalid_api_key()),
+                    };
+                }
+                Err(e) => return Err(e),
             };
-        }
-        Err(e) => return Err(e),
-    };
-    match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
-        Some(token) => {
-            ctx.log.auth = Some("secret_key");
-            Ok(json_response(StatusCode::OK, &json!({ "token": token })))
-        }
-        None => Err(ApiError::invalid_api_key()),
-    }
+            rows.first().and_then(|r| r.get::<_, Option<String>>(0)).ok_or_else(ApiError::invalid_api_key)
+        })
+        .await?;
+    ctx.log.auth = Some("secret_key");
+    Ok(json_response(StatusCode::OK, &json!({ "token": token })))
 }
 
 fn parse_mint_body(bytes: &[u8]) -> Result<(Value, Option<String>), ApiError> {

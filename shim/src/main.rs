@@ -10,6 +10,7 @@ mod errors;
 mod health;
 mod jwt;
 mod logging;
+mod replicas;
 mod router;
 mod server;
 mod sessions;
@@ -62,7 +63,16 @@ async fn run(config: Config) -> Result<(), String> {
         Some(url) => db::pool(url, config.admin_pool_size, config.db_timeout)?,
         None => public.clone(),
     };
+    let settings = replicas::Settings {
+        max_lag: config.max_replica_lag,
+        confirm_rate: config.replica_confirm_rate,
+        pool_size: config.replica_pool_size,
+        db_timeout: config.db_timeout,
+    };
+    let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
+    reads.start_monitor();
     let app = Arc::new(router::App {
+        reads,
         pools: db::Pools { public, admin },
         separate_admin_pool: config.admin_database_url.is_some(),
         admin_token: config.admin_token.clone(),
@@ -71,6 +81,7 @@ async fn run(config: Config) -> Result<(), String> {
         request_ids: AtomicU64::new(0),
     });
 
+    let database_tls = db::connect_target(&config.database_url, config.db_timeout)?.describe();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -80,6 +91,9 @@ async fn run(config: Config) -> Result<(), String> {
         pool_size = config.pool_size,
         admin_routes = if config.admin_token.is_some() { "enabled" } else { "disabled (no admin token)" },
         separate_admin_database = config.admin_database_url.is_some(),
+        database_tls = %database_tls,
+        replicas = config.replica_database_urls.len(),
+        max_replica_lag_ms = config.max_replica_lag.as_millis() as u64,
         bench_routes = config.bench_routes,
         "api-auth-shim listening on http://{addr}"
     );

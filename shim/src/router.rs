@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::db::Pools;
+use crate::replicas::Reads;
 use crate::errors::{ApiError, Body};
 use crate::logging::{safe_path, RequestLog};
 use crate::util::percent_decode;
@@ -18,6 +19,8 @@ use crate::{admin, health, jwt, sessions, verify};
 /// Shared by every request.
 pub struct App {
     pub pools: Pools,
+    /// Where authentication reads run (replicas or the primary).
+    pub reads: Arc<Reads>,
     pub separate_admin_pool: bool,
     pub admin_token: Option<String>,
     pub request_timeout: std::time::Duration,
@@ -227,7 +230,14 @@ mod tests {
     #[test]
     fn routes_and_methods() {
         let pool = crate::db::pool("host=127.0.0.1 port=1", 1, std::time::Duration::from_secs(1)).unwrap();
+        let settings = crate::replicas::Settings {
+            max_lag: std::time::Duration::from_secs(1),
+            confirm_rate: 1,
+            pool_size: 1,
+            db_timeout: std::time::Duration::from_secs(1),
+        };
         let app = App {
+            reads: Arc::new(Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
             pools: Pools { public: pool.clone(), admin: pool },
             separate_admin_pool: false,
             admin_token: None,

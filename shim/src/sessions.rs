@@ -90,10 +90,14 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // Size first: a body over the limit, or of unknown length, is 413 unread.
     body::check_length(&parts.headers, body::MAX_BODY, true)?;
     let cred = auth::credential(&parts.headers, &mut ctx.log);
-    let client = db::client(&app.pools.public).await?;
-    let caller = auth::authenticate(&client, cred.as_ref(), &parts.headers, &mut ctx.log).await?;
+    // The credential check is a read (a replica when one is fresh); the
+    // session is written on the primary.
+    let (headers, cred) = (&parts.headers, cred.as_ref());
+    let caller = app.reads.auth_read(|client| async move { auth::authenticate(&client, cred, headers).await }).await?;
+    auth::log_caller(&caller, &mut ctx.log);
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let b = parse_create(&bytes)?;
+    let client = db::client(&app.pools.public).await?;
 
     if let Caller::Token(t) = &caller {
         let scopes = t.scopes();
@@ -131,26 +135,38 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 
 pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: String) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
-    let client = db::client(&app.pools.public).await?;
-    let caller = auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
-    let env = caller.environment_id().to_string();
-    let rows = db::query(&client, &db::GET_SESSION, &[&env, &session], "Session not found").await?;
-    let Some(row) = rows.first() else { return Err(ApiError::not_found("Session not found")) };
+    let (headers, cred, session) = (req.headers(), cred.as_ref(), &session);
+    // One read: a session missing on a replica (created a moment ago) is
+    // looked up again on the primary, like an unknown key.
+    let (caller, answer) = app
+        .reads
+        .auth_read(|client| async move {
+            let caller = auth::authenticate(&client, cred, headers).await?;
+            let env = caller.environment_id().to_string();
+            let rows = db::query(&client, &db::GET_SESSION, &[&env, &session], "Session not found").await?;
+            let Some(row) = rows.first() else { return Err(ApiError::not_found("Session not found")) };
 
-    if let Caller::Token(t) = &caller {
-        let id: String = row.get(0);
-        let external: Option<String> = row.get(2);
-        let task: String = row.get(4);
-        let mut resources = vec![json!({ "type": "sessions", "id": id })];
-        if let Some(ext) = &external {
-            resources.push(json!({ "type": "sessions", "id": ext }));
-        }
-        resources.push(json!({ "type": "tasks", "id": task }));
-        let scopes = t.scopes();
-        if !auth::authorize(&client, &scopes, "read", &Value::Array(resources)).await? {
-            let key = external.unwrap_or(id);
-            return Err(denied(&scopes, &[format!("read:sessions:{key}"), format!("read:tasks:{task}"), "read:sessions".into()]));
-        }
-    }
-    Ok(json_response(StatusCode::OK, &session_json(row, false)))
+            if let Caller::Token(t) = &caller {
+                let id: String = row.get(0);
+                let external: Option<String> = row.get(2);
+                let task: String = row.get(4);
+                let mut resources = vec![json!({ "type": "sessions", "id": id })];
+                if let Some(ext) = &external {
+                    resources.push(json!({ "type": "sessions", "id": ext }));
+                }
+                resources.push(json!({ "type": "tasks", "id": task }));
+                let scopes = t.scopes();
+                if !auth::authorize(&client, &scopes, "read", &Value::Array(resources)).await? {
+                    let key = external.unwrap_or(id);
+                    return Ok((caller, Err(denied(
+                        &scopes,
+                        &[format!("read:sessions:{key}"), format!("read:tasks:{task}"), "read:sessions".into()],
+                    ))));
+                }
+            }
+            Ok((caller, Ok(session_json(row, false))))
+        })
+        .await?;
+    auth::log_caller(&caller, &mut ctx.log);
+    Ok(json_response(StatusCode::OK, &answer?))
 }
