@@ -19,7 +19,7 @@ use crate::auth;
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
-use crate::router::{App, Ctx};
+use crate::app::{App, Ctx};
 
 /// 403 when no admin token is configured, 401 when the bearer is missing or wrong.
 pub fn check_admin(app: &App, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), ApiError> {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
-use crate::router::App;
+use crate::app::App;
 
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))

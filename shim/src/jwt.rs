@@ -9,7 +9,7 @@ use crate::auth::{self, Credential};
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
-use crate::router::{App, Ctx};
+use crate::app::{App, Ctx};
 
 /// Expiry of minted tokens when the body names none (SPEC §3: the mint route's default).
 const DEFAULT_EXPIRATION: &str = "1h";

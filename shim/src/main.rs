@@ -2,6 +2,7 @@
 //! `api_auth` PostgreSQL extension. See `--help` and `shim/README.md`.
 
 mod admin;
+mod app;
 mod auth;
 mod body;
 mod config;
@@ -22,23 +23,13 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use config::{Command, Config};
+use config::Config;
 
 fn main() -> ExitCode {
-    let config = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(c)) => c,
-        Ok(Command::Help) => {
-            print!("{}", config::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("api-auth-shim {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("api-auth-shim: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        // Also --help and --version (exit 0); bad values exit 2.
+        Err(e) => e.exit(),
     };
     logging::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -48,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(*config)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
@@ -71,7 +62,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
     reads.start_monitor();
-    let app = Arc::new(router::App {
+    let app = Arc::new(app::App {
         reads,
         pools: db::Pools { public, admin },
         separate_admin_pool: config.admin_database_url.is_some(),

@@ -1,7 +1,7 @@
 //! Routing, per-request deadline, CORS, the 404/405 answers, and the one log
 //! line per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -9,31 +9,11 @@ use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::db::Pools;
-use crate::replicas::Reads;
+use crate::app::{App, Ctx};
 use crate::errors::{ApiError, Body};
 use crate::logging::{safe_path, RequestLog};
 use crate::util::percent_decode;
 use crate::{admin, health, jwt, sessions, verify};
-
-/// Shared by every request.
-pub struct App {
-    pub pools: Pools,
-    /// Where authentication reads run (replicas or the primary).
-    pub reads: Arc<Reads>,
-    pub separate_admin_pool: bool,
-    pub admin_token: Option<String>,
-    pub request_timeout: std::time::Duration,
-    pub bench_routes: bool,
-    pub request_ids: AtomicU64,
-}
-
-/// Per-request context handed to handlers.
-pub struct Ctx {
-    pub log: RequestLog,
-    /// When the request must be answered by (body upload included).
-    pub deadline: Instant,
-}
 
 enum Route {
     Healthz,
@@ -226,6 +206,8 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Pools;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn routes_and_methods() {
@@ -237,7 +219,7 @@ mod tests {
             db_timeout: std::time::Duration::from_secs(1),
         };
         let app = App {
-            reads: Arc::new(Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
+            reads: Arc::new(crate::replicas::Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
             pools: Pools { public: pool.clone(), admin: pool },
             separate_admin_pool: false,
             admin_token: None,

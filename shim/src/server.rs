@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::ApiError;
-use crate::router::{handle, App};
+use crate::app::App;
+use crate::router::handle;
 
 /// Largest request head (request line + headers) accepted: beyond it, 431.
 pub const MAX_HEAD: usize = 32 * 1024;

@@ -13,7 +13,7 @@ use crate::auth::{self, Caller};
 use crate::body::{self, DateParam, Fields};
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
-use crate::router::{App, Ctx};
+use crate::app::{App, Ctx};
 
 /// A session row (columns in `db::session_columns` order) as the SDK's
 /// `SessionItem`, plus `publicAccessToken` and `isCached` when `created`.

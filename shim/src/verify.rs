@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{self, Caller};
 use crate::errors::{json_response, ApiError, Body};
-use crate::router::{App, Ctx};
+use crate::app::{App, Ctx};
 use crate::util::percent_decode;
 
 /// (action, resources) from the query string, if a scope check was asked for.
