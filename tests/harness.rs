@@ -167,6 +167,11 @@ pub struct PrivateCluster {
     pub db: String,
 }
 
+/// Percent-encode a value for a URL query (`sslrootcert=/var/tmp/x%20y/ca.crt`).
+pub fn url_encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// A free TCP port on 127.0.0.1 (for a server of a test's own).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()

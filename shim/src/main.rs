@@ -95,7 +95,10 @@ async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(async move {
         match warm.pools.public.get().await {
             Ok(_) => tracing::info!("database reachable"),
-            Err(e) => tracing::warn!(error = %e, "database not reachable yet; answering 503 until it is"),
+            Err(e) => tracing::warn!(
+                error = %errors::pool_error_text(&e),
+                "database not reachable yet; answering 503 until it is"
+            ),
         }
     });
 

@@ -284,7 +284,7 @@ impl Reads {
                     }
                 }
                 Err(e) => {
-                    self.mark_down(r, &format!("pool: {e}"));
+                    self.mark_down(r, &format!("pool: {}", crate::errors::pool_error_text(&e)));
                     self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -362,7 +362,7 @@ impl Reads {
             let (client, connection) = tokio::time::timeout(timeout, target.config.connect(target.tls))
                 .await
                 .map_err(|_| "connect timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::errors::pg_error_text(&e))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -373,7 +373,7 @@ impl Reads {
             Ok(Ok(row)) => Ok(row),
             Ok(Err(e)) => {
                 *conn = None;
-                Err(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))
+                Err(crate::errors::pg_error_text(&e))
             }
             Err(_) => {
                 *conn = None;
