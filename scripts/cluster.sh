@@ -4,7 +4,7 @@
 # the `postgres` user) and as an ordinary user.
 #
 #   scripts/cluster.sh start   # initdb on first use, start, create database + extension
-#   scripts/cluster.sh stop
+#   scripts/cluster.sh stop    # also stops the standbys kept in its folder
 #   scripts/cluster.sh env     # print PG* variables and a DSN for clients
 #   scripts/cluster.sh standby-start   # a streaming hot standby of the cluster
 #   scripts/cluster.sh standby-stop
@@ -104,6 +104,12 @@ standby_stop() {
 }
 
 stop() {
+  # Standbys kept in the cluster's folder first (scripts/start.sh with API_AUTH_REPLICAS).
+  for sb in "$HOME_DIR"/standby*/pgdata; do
+    if [ -s "$sb/PG_VERSION" ]; then
+      as_pg "$PGBIN/pg_ctl" -D "$sb" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+  done
   if [ -s "$DATA/PG_VERSION" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
   fi
