@@ -178,10 +178,12 @@ pub fn run(smoke: bool) -> Result<(), String> {
         t["ratio"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "  key lookups run by the standby     {:>6.1} %  ({} standby, {} primary, by each node's pg_stat_user_functions)",
+        "  key lookups run by the standby     {:>6.1} %  ({} standby, {} primary, by each node's pg_stat_user_functions; shim: {} replica, {} primary)",
         f["standby_share"].as_f64().unwrap_or(0.0) * 100.0,
         f["standby_calls"],
-        f["primary_calls"]
+        f["primary_calls"],
+        f["shim_replica_reads"],
+        f["shim_primary_reads"]
     );
     println!(
         "  revocation → first 401 (under load) p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials (bound: --max-replica-lag {} ms)",
@@ -244,6 +246,9 @@ fn measure(
 
     // 2. Which node ran the lookups: a run of the replica-backed shim alone,
     //    counted by each node (statistics reach the counters within ~10 s).
+    // First let the throughput rounds' statistics (the primary-only shim's
+    // included) reach the counters, so that they are not counted below.
+    thread::sleep(Duration::from_secs(11));
     let (p0, s0) = (find_calls(primary)?, find_calls(standby)?);
     let before = reads(r_addr)?;
     let r = load::run(&spec(r_addr, s.secs));
@@ -255,8 +260,14 @@ fn measure(
     let after = reads(r_addr)?;
     let (pc, sc) = (p1 - p0, s1 - s0);
     let share = if pc + sc > 0 { sc as f64 / (pc + sc) as f64 } else { 0.0 };
-    let served = after["replicas"][0]["served"].as_i64().unwrap_or(0) - before["replicas"][0]["served"].as_i64().unwrap_or(0);
-    log(format!("  lookups: standby {sc}, primary {pc} ({:.1} % on the standby); shim counted {served} replica reads", share * 100.0));
+    let delta = |v: &Value, k: &str| v[k].as_i64().unwrap_or(0);
+    let served = delta(&after["replicas"][0], "served") - delta(&before["replicas"][0], "served");
+    let on_primary = delta(&after, "primaryReads") - delta(&before, "primaryReads") + delta(&after, "confirmations")
+        - delta(&before, "confirmations");
+    log(format!(
+        "  lookups: standby {sc}, primary {pc} ({:.1} % on the standby); shim counted {served} reads on the replica, {on_primary} on the primary",
+        share * 100.0
+    ));
 
     // 3. Revocation delay under load.
     let load_secs = (revocable.len() as u64 / 5).max(4);
@@ -310,7 +321,7 @@ fn measure(
         },
         "fraction": {
             "standby_calls": sc, "primary_calls": pc, "standby_share": share,
-            "shim_replica_reads": served, "shim_counters": after,
+            "shim_replica_reads": served, "shim_primary_reads": on_primary, "shim_counters": after,
         },
         "revocation_delay_ms": {
             "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),

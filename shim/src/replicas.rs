@@ -41,10 +41,11 @@
 //!   staleness passes `max_lag` (nothing can prove them fresh), then reads
 //!   answer 503 like every other route.
 //!
-//! For an answer cache in front of this (issue 14): [`Reads::status`] tells,
-//! per replica, the replay LSN last seen (`replayLsn`), and
-//! [`Reads::primary_read`] runs work on the primary regardless of replicas (a
-//! refill after an invalidation that a replica may not have replayed yet).
+//! For an answer cache in front of this (issue 14): [`Reads::auth_read_after`]
+//! only uses a replica whose replay position is known to have passed a given
+//! LSN (a refill after an invalidation committed at that LSN), else the
+//! primary; [`Reads::primary_read`] always uses the primary; [`Reads::status`]
+//! shows each replica's last replay LSN (`replayLsn`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -228,15 +229,18 @@ impl Reads {
         r.up.load(Ordering::Relaxed) && fresh != 0 && now_us.saturating_sub(fresh) <= self.settings.max_lag.as_micros() as u64
     }
 
-    /// A usable replica, round-robin, or `None`.
-    fn pick(&self) -> Option<&Arc<Replica>> {
+    /// A usable replica that has replayed at least `min_lsn`, round-robin,
+    /// or `None`.
+    fn pick(&self, min_lsn: u64) -> Option<&Arc<Replica>> {
         let n = self.replicas.len();
         if n == 0 {
             return None;
         }
         let now = self.now_us();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| &self.replicas[(start + i) % n]).find(|r| self.usable(r, now))
+        (0..n)
+            .map(|i| &self.replicas[(start + i) % n])
+            .find(|r| self.usable(r, now) && r.replay_lsn.load(Ordering::Relaxed) >= min_lsn)
     }
 
     fn mark_down(&self, r: &Replica, why: &str) {
@@ -249,12 +253,24 @@ impl Reads {
     /// on the primary. A replica refusal (401/404) is confirmed on the primary
     /// within the budget; a replica failure (503) is retried on the primary.
     /// `work` may run twice (replica, then primary), never concurrently.
-    pub async fn auth_read<T, F, Fut>(&self, mut work: F) -> Result<T, ApiError>
+    pub async fn auth_read<T, F, Fut>(&self, work: F) -> Result<T, ApiError>
     where
         F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        if let Some(r) = self.pick() {
+        self.auth_read_after(0, work).await
+    }
+
+    /// [`Reads::auth_read`] on a replica known to have replayed WAL position
+    /// `min_lsn` (as a byte position), else on the primary: for a cache that
+    /// must not refill an entry from a replica older than the commit that
+    /// invalidated it.
+    pub async fn auth_read_after<T, F, Fut>(&self, min_lsn: u64, mut work: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        if let Some(r) = self.pick(min_lsn) {
             match r.pool.get().await {
                 Ok(client) => {
                     let result = work(Arc::new(client)).await;
@@ -483,6 +499,38 @@ mod tests {
         let granted = (0..50).filter(|_| b.take()).count();
         assert_eq!(granted, 5);
         assert!(!Budget::new(0).take());
+    }
+
+    #[test]
+    fn only_up_fresh_and_far_enough_replicas_are_picked() {
+        let settings =
+            Settings { max_lag: Duration::from_millis(20), confirm_rate: 1, pool_size: 1, db_timeout: Duration::from_secs(1) };
+        let urls = vec!["host=127.0.0.1 port=1 dbname=a".to_string(), "host=127.0.0.1 port=2 dbname=b".to_string()];
+        let primary = db::pool("host=127.0.0.1 port=3", 1, Duration::from_secs(1)).unwrap();
+        let reads = Reads::new(primary, "host=127.0.0.1 port=3", &urls, settings).unwrap();
+        let (a, b) = (&reads.replicas[0], &reads.replicas[1]);
+        // Never proven fresh: not used.
+        assert!(reads.pick(0).is_none());
+        std::thread::sleep(Duration::from_millis(50));
+        a.fresh_as_of_us.store(reads.now_us(), Ordering::Relaxed);
+        a.replay_lsn.store(100, Ordering::Relaxed);
+        // Fresh but not up (the monitor has not seen it answer): not used.
+        assert!(reads.pick(0).is_none());
+        a.up.store(true, Ordering::Relaxed);
+        a.fresh_as_of_us.store(reads.now_us(), Ordering::Relaxed);
+        assert_eq!(reads.pick(0).unwrap().name, a.name);
+        // Behind a required position: not used.
+        assert!(reads.pick(101).is_none());
+        // Stale beyond the bound: not used; the other one, fresh, is.
+        a.fresh_as_of_us.store(1, Ordering::Relaxed);
+        b.replay_lsn.store(200, Ordering::Relaxed);
+        b.up.store(true, Ordering::Relaxed);
+        for _ in 0..4 {
+            b.fresh_as_of_us.store(reads.now_us(), Ordering::Relaxed);
+            assert_eq!(reads.pick(150).unwrap().name, b.name);
+        }
+        reads.mark_down(b, "test");
+        assert!(reads.pick(0).is_none());
     }
 
     #[test]
