@@ -29,7 +29,8 @@ BEGIN
                    CASE WHEN a.rolreplication THEN 'REPLICATION' END, CASE WHEN a.rolbypassrls THEN 'BYPASSRLS' END
                ], NULL), ', ') AS attributes,
                (SELECT pg_catalog.string_agg(m.member::regrole::text, ', ' ORDER BY m.member::regrole::text)
-                  FROM pg_catalog.pg_auth_members m WHERE m.roleid = a.oid) AS members
+                  FROM pg_catalog.pg_auth_members m
+                  WHERE m.roleid = a.oid AND m.member::regrole::text <> 'api_auth_admin') AS members
         FROM pg_catalog.pg_roles a WHERE a.rolname IN ('api_auth_client', 'api_auth_admin')
     LOOP
         IF r.attributes <> '' THEN
@@ -37,7 +38,7 @@ BEGIN
                 USING HINT = 'These roles are meant to be NOLOGIN groups: ALTER ROLE ' || r.rolname || ' NOLOGIN NOSUPERUSER ...; grant them to login roles instead.';
         END IF;
         IF r.members IS NOT NULL THEN
-            RAISE NOTICE 'api_auth: the existing role % has members (%), who get its access in this database too', r.rolname, r.members;
+            RAISE WARNING 'api_auth: the existing role % has members (%), who get its access in this database too', r.rolname, r.members;
         END IF;
     END LOOP;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'api_auth_client') THEN

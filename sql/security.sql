@@ -12,7 +12,7 @@ CREATE INDEX revoked_api_key_runtime_environment_id_idx
 -- Two roles. Roles are cluster-wide and survive DROP EXTENSION; several
 -- databases with the extension share them. A role of that name that already
 -- exists is adopted as it is, with its attributes and members: that is said
--- out loud (WARNING for attributes this extension never gives, NOTICE for
+-- out loud (a WARNING for attributes this extension never gives, and for
 -- members, who gain the role's access in this database too).
 DO $roles$
 DECLARE
@@ -26,7 +26,8 @@ BEGIN
                    CASE WHEN a.rolreplication THEN 'REPLICATION' END, CASE WHEN a.rolbypassrls THEN 'BYPASSRLS' END
                ], NULL), ', ') AS attributes,
                (SELECT pg_catalog.string_agg(m.member::regrole::text, ', ' ORDER BY m.member::regrole::text)
-                  FROM pg_catalog.pg_auth_members m WHERE m.roleid = a.oid) AS members
+                  FROM pg_catalog.pg_auth_members m
+                  WHERE m.roleid = a.oid AND m.member::regrole::text <> 'api_auth_admin') AS members
         FROM pg_catalog.pg_roles a WHERE a.rolname IN ('api_auth_client', 'api_auth_admin')
     LOOP
         IF r.attributes <> '' THEN
@@ -34,7 +35,7 @@ BEGIN
                 USING HINT = 'These roles are meant to be NOLOGIN groups: ALTER ROLE ' || r.rolname || ' NOLOGIN NOSUPERUSER ...; grant them to login roles instead.';
         END IF;
         IF r.members IS NOT NULL THEN
-            RAISE NOTICE 'api_auth: the existing role % has members (%), who get its access in this database too', r.rolname, r.members;
+            RAISE WARNING 'api_auth: the existing role % has members (%), who get its access in this database too', r.rolname, r.members;
         END IF;
     END LOOP;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'api_auth_client') THEN
