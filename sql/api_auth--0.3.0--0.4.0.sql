@@ -14,6 +14,8 @@
 --    adopted.
 -- 6. Parallel pg_restore: grace rows and sessions that arrive before their
 --    environment are held, then moved into place (sql/restore.sql).
+-- 7. NOTIFY api_auth_changes on every change that can alter an answer, for
+--    answer caches (sql/invalidation.sql).
 -- The rest (scope grammar, grace cap on minting, interval checks, jsonb-safe
 -- claims, superuser-only token policy settings) lives in the library.
 
@@ -130,6 +132,36 @@ CREATE TRIGGER restore_release_children AFTER INSERT ON api_auth.runtime_environ
 
 REVOKE ALL ON api_auth.restore_pending FROM PUBLIC;
 REVOKE ALL ON FUNCTION api_auth.restore_hold_child(), api_auth.restore_release_children() FROM PUBLIC;
+
+CREATE FUNCTION api_auth.notify_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF TG_TABLE_NAME = 'runtime_environment' THEN
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM pg_catalog.pg_notify('api_auth_changes', NEW.id);
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM pg_catalog.pg_notify('api_auth_changes', OLD.id);
+        END IF;
+    ELSE
+        IF TG_OP <> 'DELETE' THEN
+            PERFORM pg_catalog.pg_notify('api_auth_changes', NEW.runtime_environment_id);
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM pg_catalog.pg_notify('api_auth_changes', OLD.runtime_environment_id);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.notify_change() IS
+    'NOTIFY api_auth_changes, payload = the environment id, for every change to runtime_environment or revoked_api_key (delivered at commit): answer caches forget what they hold about that environment.';
+
+CREATE TRIGGER notify_runtime_environment AFTER INSERT OR UPDATE OR DELETE ON api_auth.runtime_environment
+    FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();
+CREATE TRIGGER notify_revoked_api_key AFTER INSERT OR UPDATE OR DELETE ON api_auth.revoked_api_key
+    FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();
+REVOKE ALL ON FUNCTION api_auth.notify_change() FROM PUBLIC;
 
 DROP TRIGGER audit_environment_created ON api_auth.runtime_environment;
 CREATE OR REPLACE FUNCTION api_auth.audit_trigger() RETURNS trigger

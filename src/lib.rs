@@ -55,6 +55,8 @@ extension_sql_file!(
 );
 // Restores that load the tables in any order (since 0.4.0).
 extension_sql_file!("../sql/restore.sql", name = "restore", requires = ["schema"]);
+// Change notifications for answer caches (since 0.4.0).
+extension_sql_file!("../sql/invalidation.sql", name = "invalidation", requires = ["schema"]);
 // Roles, the audit trail and privileges (since 0.2.0): last of all.
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 
