@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod body;
+mod cache;
 mod config;
 mod db;
 mod errors;
