@@ -10,7 +10,9 @@ use std::sync::atomic::AtomicU64;
 use tokio::time::Instant;
 
 use crate::db::Pools;
+use crate::grace::GraceSignals;
 use crate::logging::RequestLog;
+use crate::metrics::Metrics;
 
 /// Shared by every request.
 pub struct App {
@@ -20,6 +22,11 @@ pub struct App {
     pub request_timeout: std::time::Duration,
     pub bench_routes: bool,
     pub request_ids: AtomicU64,
+    /// `None` with `--no-metrics`.
+    pub metrics: Option<Metrics>,
+    /// Whether `GET /metrics` is served with the API (no `--metrics-listen`).
+    pub metrics_on_api: bool,
+    pub grace: GraceSignals,
 }
 
 /// Per-request context handed to handlers.

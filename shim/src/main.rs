@@ -7,10 +7,12 @@ mod auth;
 mod body;
 mod config;
 mod db;
+mod grace;
 mod errors;
 mod health;
 mod jwt;
 mod logging;
+mod metrics;
 mod router;
 mod server;
 mod sessions;
@@ -20,6 +22,7 @@ mod verify;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use config::Config;
 
@@ -59,18 +62,34 @@ async fn run(config: Config) -> Result<(), String> {
         request_timeout: config.request_timeout,
         bench_routes: config.bench_routes,
         request_ids: AtomicU64::new(0),
+        metrics: config.metrics.then(metrics::Metrics::new),
+        metrics_on_api: config.metrics_listen.is_none(),
+        grace: grace::GraceSignals::new(config.deprecation_link.clone()),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) if config.metrics => {
+            let l = tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (metrics): {e}"))?;
+            Some(l)
+        }
+        _ => None,
+    };
+    let metrics_at = match &metrics_listener {
+        _ if !config.metrics => "disabled".to_string(),
+        Some(l) => format!("http://{}/metrics", l.local_addr().map_err(|e| e.to_string())?),
+        None => format!("http://{addr}/metrics"),
+    };
     tracing::info!(
         listen = %addr,
         pool_size = config.pool_size,
         admin_routes = if config.admin_token.is_some() { "enabled" } else { "disabled (no admin token)" },
         separate_admin_database = config.admin_database_url.is_some(),
         bench_routes = config.bench_routes,
+        metrics = %metrics_at,
         "api-auth-shim listening on http://{addr}"
     );
 
@@ -84,7 +103,25 @@ async fn run(config: Config) -> Result<(), String> {
         }
     });
 
-    server::serve(listener, app, config.max_connections, config.shutdown_timeout, shutdown_signal()).await;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            server::serve(l, app, router::handle_metrics_listener, 64, Duration::from_secs(1), stop).await;
+        })
+    });
+    server::serve(listener, app, router::handle, config.max_connections, config.shutdown_timeout, stopped(stop_rx)).await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
