@@ -59,6 +59,7 @@ if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
   echo "== bench smoke"
   API_AUTH_BENCH_HOME="$API_AUTH_HOME/bench" API_AUTH_BENCH_PGPORT=$((API_AUTH_PGPORT + 50)) \
   API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
+  API_AUTH_BENCH_SHIM_BARE_PORT=$((API_AUTH_PGPORT + 55)) \
     bash scripts/bench.sh --smoke || status=1
 fi
 exit "$status"
