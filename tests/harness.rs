@@ -14,6 +14,15 @@ pub fn admin_dsn() -> String {
     )
 }
 
+/// The folder of the PostgreSQL client and server programs (`pg_dump`,
+/// `pg_restore`, `psql`, ...) matching the test cluster: `API_AUTH_PG_BINDIR`,
+/// else Debian's PostgreSQL 15.
+pub fn pg_bindir() -> std::path::PathBuf {
+    std::env::var_os("API_AUTH_PG_BINDIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+}
+
 /// Replace (or add) `dbname=` in a key=value DSN.
 pub fn with_dbname(dsn: &str, db: &str) -> String {
     let mut parts: Vec<String> =

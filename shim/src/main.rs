@@ -5,6 +5,7 @@ mod admin;
 mod app;
 mod auth;
 mod body;
+mod cache;
 mod config;
 mod db;
 mod grace;
