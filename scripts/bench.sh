@@ -40,7 +40,7 @@ for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
     --http-only) HTTP_ONLY=1 ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--smoke] [--http-only]" >&2; exit 2 ;;
   esac
 done
