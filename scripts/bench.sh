@@ -6,6 +6,9 @@
 #
 #   bash scripts/bench.sh           # full run (1k/100k/1M environments; ~30-40 min on 2 cores)
 #   bash scripts/bench.sh --smoke   # tiny data set, a minute or two (what CI runs)
+#   bash scripts/bench.sh --http-only   # only the HTTP figures (shim, Node reference,
+#                                       # metrics on vs --no-metrics) at the full base point;
+#                                       # writes bench/results/http/ (not committed)
 #   bash scripts/bench.sh --replicas-only [--smoke]   # only the read-replica section
 #
 # The read-replica section (after the rest; API_AUTH_BENCH_REPLICAS=0 skips it)
@@ -23,12 +26,14 @@
 #                         and logs (default /var/tmp/api_auth-bench)
 #   API_AUTH_BENCH_PGPORT cluster port (default 25470); the shim and the Node
 #                         reference listen on API_AUTH_BENCH_SHIM_PORT (25471)
-#                         and API_AUTH_BENCH_NODE_PORT (25472), loopback only
+#                         and API_AUTH_BENCH_NODE_PORT (25472), the shim started
+#                         with --no-metrics on API_AUTH_BENCH_SHIM_BARE_PORT
+#                         (25473), loopback only
 #   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
-#   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 3);
-#                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 4)
+#   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 6);
+#                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7)
 #
 # The extension is not installed into the system PostgreSQL: `cargo pgrx
 # package` builds the release .so and the bench runs it from a private copy
@@ -40,12 +45,14 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=full
 REPLICAS_ONLY=0
+HTTP_ONLY=0
 for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
     --replicas-only) REPLICAS_ONLY=1 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--smoke] [--replicas-only]" >&2; exit 2 ;;
+    --http-only) HTTP_ONLY=1 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [--smoke] [--http-only | --replicas-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -74,7 +81,7 @@ cargo build --release --quiet -p api_auth_shim -p api_auth_bench
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$REPO/target}
 
-SB_PORT=${API_AUTH_BENCH_STANDBY_PGPORT:-$((PORT + 3))}
+SB_PORT=${API_AUTH_BENCH_STANDBY_PGPORT:-$((PORT + 6))}
 SB_HOME=$HOME_DIR/standby
 SB_DATA=$SB_HOME/pgdata
 SB_RUN=$SB_HOME/run
@@ -140,8 +147,9 @@ if [ ! -d "$NODE_DIR/node_modules/pg" ] || [ ! -d "$NODE_DIR/node_modules/jose" 
 fi
 
 export API_AUTH_BENCH_DIR=$REPO/bench
-# A smoke run must not overwrite the committed figures of a full run.
+# A smoke or HTTP-only run must not overwrite the committed figures of a full run.
 if [ "$MODE" = smoke ]; then export API_AUTH_BENCH_OUT=$REPO/bench/results/smoke
+elif [ "$HTTP_ONLY" = 1 ]; then export API_AUTH_BENCH_OUT=$REPO/bench/results/http
 else export API_AUTH_BENCH_OUT=$REPO/bench/results; fi
 export API_AUTH_BENCH_WORK=$WORK
 export API_AUTH_BENCH_PGBIN=$PGBIN
@@ -152,16 +160,18 @@ export API_AUTH_BENCH_SHIM=$TARGET_DIR/release/api-auth-shim
 export API_AUTH_BENCH_NODE_DIR=$NODE_DIR
 export API_AUTH_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export API_AUTH_BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+ARGS=(run)
 SMOKE=()
-if [ "$MODE" = smoke ]; then SMOKE=(--smoke); fi
+if [ "$MODE" = smoke ]; then ARGS+=(--smoke); SMOKE=(--smoke); fi
+if [ "$HTTP_ONLY" = 1 ]; then ARGS+=(--http-only); fi
 if [ "$REPLICAS_ONLY" = 0 ]; then
-  "$TARGET_DIR/release/api_auth_bench" run "${SMOKE[@]}" | tee "$WORK/table.txt"
+  "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
 fi
 
 # The read-replica section: a streaming standby of the bench cluster, from the
 # same private binaries, started only now so that it costs the other figures
 # nothing.
-if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ]; then
+if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ]; then
   log "read replicas: pg_basebackup -R to $SB_DATA, standby on port $SB_PORT"
   "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d "$DB" \
     -c "ALTER SYSTEM SET track_functions = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
@@ -172,7 +182,7 @@ if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ]; then
     as_pg tee -a "$SB_DATA/postgresql.conf" >/dev/null
   as_pg "$PGBIN/pg_ctl" -D "$SB_DATA" -l "$SB_HOME/postgres.log" -w -t 120 start >/dev/null
   export API_AUTH_BENCH_STANDBY_PGPORT=$SB_PORT
-  export API_AUTH_BENCH_REPLICA_SHIM_PORT=${API_AUTH_BENCH_REPLICA_SHIM_PORT:-$((PORT + 4))}
+  export API_AUTH_BENCH_REPLICA_SHIM_PORT=${API_AUTH_BENCH_REPLICA_SHIM_PORT:-$((PORT + 7))}
   "$TARGET_DIR/release/api_auth_bench" replicas "${SMOKE[@]}" | tee -a "$WORK/table.txt"
   stop_standby
 fi

@@ -2,7 +2,7 @@
 # Runs every test of api_auth on this machine, installing what is missing:
 # unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
 # against a throwaway private PostgreSQL 15 cluster with the extension installed,
-# then a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips)
+# then the start.sh least-privilege check, a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips)
 # and the benchmark command in smoke mode (API_AUTH_BENCH_SMOKE=0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,11 @@ counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_
   awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "tests: ${counts% *} passed, ${counts#* } failed"
 
+# scripts/start.sh runs the shim as its two least-privilege roles, not as a superuser.
+echo "== start.sh least privilege"
+API_AUTH_CHECK_PGPORT=$((API_AUTH_PGPORT + 53)) API_AUTH_CHECK_LISTEN_PORT=$((API_AUTH_PGPORT + 54)) \
+  bash scripts/check-start.sh || status=1
+
 # Fuzz smoke of the token and scope code (no PostgreSQL involved):
 # API_AUTH_FUZZ_SECONDS per target, 0 to skip.
 fuzz_seconds=${API_AUTH_FUZZ_SECONDS:-45}
@@ -54,6 +59,7 @@ if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
   echo "== bench smoke"
   API_AUTH_BENCH_HOME="$API_AUTH_HOME/bench" API_AUTH_BENCH_PGPORT=$((API_AUTH_PGPORT + 50)) \
   API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
+  API_AUTH_BENCH_SHIM_BARE_PORT=$((API_AUTH_PGPORT + 55)) \
     bash scripts/bench.sh --smoke || status=1
 fi
 exit "$status"

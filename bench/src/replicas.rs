@@ -90,7 +90,7 @@ pub fn run(smoke: bool) -> Result<(), String> {
     };
     let host = env_or("API_AUTH_BENCH_PGHOST", "127.0.0.1");
     let port: u16 = env_or("API_AUTH_BENCH_PGPORT", "25470").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?;
-    let sb_port: u16 = env_or("API_AUTH_BENCH_STANDBY_PGPORT", &(port + 3).to_string())
+    let sb_port: u16 = env_or("API_AUTH_BENCH_STANDBY_PGPORT", &(port + 6).to_string())
         .parse()
         .map_err(|_| "API_AUTH_BENCH_STANDBY_PGPORT")?;
     let db = env_or("API_AUTH_BENCH_DB", "api_auth_bench");
@@ -98,7 +98,7 @@ pub fn run(smoke: bool) -> Result<(), String> {
     let work = std::path::PathBuf::from(env_or("API_AUTH_BENCH_WORK", "/var/tmp/api_auth-bench/work"));
     let out_dir = std::path::PathBuf::from(env_or("API_AUTH_BENCH_OUT", "bench/results"));
     let p_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
-    let r_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_REPLICA_SHIM_PORT", &(port + 4).to_string()))
+    let r_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_REPLICA_SHIM_PORT", &(port + 7).to_string()))
         .parse()
         .map_err(|e| format!("{e}"))?;
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;

@@ -204,6 +204,14 @@ impl Report {
                 ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
             });
         }
+        // Issue 13: what metrics cost on the hot path.
+        let (v, b) = (s.med("http/shim_key/rps"), s.med("http/shim_key_nometrics/rps"));
+        rows.push(Row {
+            item: "13", figure: "shim verify, secret key, metrics on".into(), value: v,
+            baseline: "same, shim --no-metrics".into(), baseline_value: b, unit: "req/s",
+            ratio: paired(s, "http/shim_key/rps", "http/shim_key_nometrics/rps"),
+            ratio_of: "median of per-round figure / baseline", target: Target::AtLeast(0.97),
+        });
         let (v, b) = (s.med("http/shim/peak_rss_kb") / 1024.0, s.med("http/node/peak_rss_kb") / 1024.0);
         rows.push(Row {
             item: "9", figure: "shim peak RSS under the load above".into(), value: v,

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::db::Pools;
+use crate::grace::GraceSignals;
 use crate::logging::RequestLog;
+use crate::metrics::Metrics;
 use crate::replicas::Reads;
 
 /// Shared by every request.
@@ -24,6 +26,11 @@ pub struct App {
     pub request_timeout: std::time::Duration,
     pub bench_routes: bool,
     pub request_ids: AtomicU64,
+    /// `None` with `--no-metrics`.
+    pub metrics: Option<Metrics>,
+    /// Whether `GET /metrics` is served with the API (no `--metrics-listen`).
+    pub metrics_on_api: bool,
+    pub grace: GraceSignals,
 }
 
 /// Per-request context handed to handlers.

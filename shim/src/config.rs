@@ -19,6 +19,9 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use hyper::header::HeaderValue;
+
+use crate::grace;
 
 /// Appended to `--help`: what is not a flag.
 const AFTER_HELP: &str = "\
@@ -36,7 +39,7 @@ ROUTES:
     POST /admin/api/v1/revoked-api-keys/{id}              admin token
     POST /admin/api/v1/environments                       admin token
     POST /admin/api/v1/environments/{id}/regenerate-api-key   admin token
-    GET  /healthz, GET /readyz
+    GET  /healthz, GET /readyz, GET /metrics (Prometheus; see --metrics-listen)
 Sessions are stored only: no run is triggered (there is no task runner here).";
 
 /// api-auth-shim: trigger.dev-compatible REST routes over the api_auth PostgreSQL extension
@@ -170,6 +173,30 @@ pub struct Args {
     #[arg(long, env = "API_AUTH_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
     pub log_level: LogLevel,
 
+    /// Serve GET /metrics on this address instead of with the API
+    ///
+    /// Prometheus metrics (text exposition format) on a listener of their own,
+    /// so that they need not be exposed with the API, e.g. 127.0.0.1:9464.
+    /// Without it, GET /metrics is served on --listen.
+    #[arg(long, env = "API_AUTH_METRICS_LISTEN", value_name = "ADDR", value_parser = address)]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Turn metrics off (no GET /metrics, nothing counted)
+    ///
+    /// For measuring what metrics cost. The variable takes 1/0, true/false,
+    /// yes/no, on/off.
+    #[arg(long, env = "API_AUTH_NO_METRICS", value_parser = BoolishValueParser::new(),
+          action = clap::ArgAction::SetTrue, conflicts_with = "metrics_listen")]
+    pub no_metrics: bool,
+
+    /// Documentation URL sent as `Link: <URL>; rel="deprecation"` with a key in grace
+    ///
+    /// Answers to requests authenticated with a key in its grace window carry
+    /// `Deprecation` and `Sunset` headers; with this option also a link to
+    /// the page that explains key rotation. An absolute http(s) URL.
+    #[arg(long, env = "API_AUTH_DEPRECATION_LINK", value_name = "URL", value_parser = grace::link_header)]
+    pub deprecation_link: Option<HeaderValue>,
+
     /// Enable GET /__bench/floor (benchmarks only)
     ///
     /// GET /__bench/floor runs `SELECT 1` through the pool: the floor for
@@ -228,6 +255,11 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: tracing::Level,
     pub bench_routes: bool,
+    pub metrics: bool,
+    /// `None`: /metrics is served with the API.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The `Link` header value sent with grace-window signals.
+    pub deprecation_link: Option<HeaderValue>,
 }
 
 /// `SocketAddr` with an error message that shows the expected form.
@@ -356,6 +388,9 @@ impl Config {
             log_format: args.log_format,
             log_level: args.log_level.into(),
             bench_routes: args.bench_routes,
+            metrics: !args.no_metrics,
+            metrics_listen: args.metrics_listen,
+            deprecation_link: args.deprecation_link,
         })
     }
 }
@@ -390,6 +425,10 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.log_level, tracing::Level::INFO);
         assert!(!c.bench_routes);
+        assert!(c.metrics && c.metrics_listen.is_none() && c.deprecation_link.is_none());
+        let c = run(&["--database-url=x", "--no-metrics", "--deprecation-link=https://example.com/rotate"]).unwrap();
+        assert!(!c.metrics);
+        assert_eq!(c.deprecation_link.unwrap(), "<https://example.com/rotate>; rel=\"deprecation\"; type=\"text/html\"");
         let c = run(&["--database-url=x", "--bench-routes", "--log-level", "DEBUG", "--log-format", "json"]).unwrap();
         assert!(c.bench_routes);
         assert_eq!(c.log_level, tracing::Level::DEBUG);
@@ -407,6 +446,9 @@ mod tests {
         assert!(msg(&["--database-url=x", "--admin-token=s3cret"]).contains("not accepted on the command line"));
         assert!(msg(&["--database-url=x", "--what"]).contains("--what"));
         assert!(msg(&["--database-url=x", "--pool-size"]).contains("--pool-size"));
+        assert!(msg(&["--database-url=x", "--deprecation-link", "not a url"]).contains("--deprecation-link"));
+        assert!(msg(&["--database-url=x", "--metrics-listen", "9464"]).contains("not an address"));
+        assert!(msg(&["--database-url=x", "--no-metrics", "--metrics-listen", "127.0.0.1:9"]).contains("cannot be used with"));
         // The token never shows up in an error, even the one refusing it.
         assert!(!msg(&["--database-url=x", "--admin-token=s3cret"]).contains("s3cret"));
     }

@@ -5,11 +5,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{self, Credential};
+use crate::app::{App, Ctx};
+use crate::auth::{self, Credential, KeyAuth};
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
-use crate::app::{App, Ctx};
 
 /// Expiry of minted tokens when the body names none (SPEC §3: the mint route's default).
 const DEFAULT_EXPIRATION: &str = "1h";
@@ -18,7 +18,7 @@ const DEFAULT_EXPIRATION: &str = "1h";
 fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
     match cred {
         Some(c) if c.kind == CredentialKind::SecretKey => Ok(&c.value),
-        _ => Err(ApiError::invalid_api_key()),
+        _ => Err(auth::refuse(cred)),
     }
 }
 
@@ -27,13 +27,12 @@ fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
 pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let key = secret_key(cred.as_ref())?;
-    let headers = req.headers();
+    let (headers, presented) = (req.headers(), cred.as_ref());
     let env = app
         .reads
-        .auth_read(|client| async move { auth::find_by_key(&client, key, headers).await?.ok_or_else(ApiError::invalid_api_key) })
+        .auth_read(|client| async move { auth::find_by_key(&client, key, headers).await?.ok_or_else(|| auth::refuse(presented)) })
         .await?;
-    ctx.log.environment = Some(env.environment_id.clone());
-    ctx.log.auth = Some(if env.matched_by == "grace" { "grace_key" } else { "current_key" });
+    auth::accept_key(&mut ctx.log, key, &env);
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
 }
 
@@ -48,11 +47,12 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
     let key = secret_key(cred.as_ref())?.to_string();
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let parsed = parse_mint_body(&bytes);
-    let (headers, parsed, key) = (&parts.headers, &parsed, key.as_str());
+    let (headers, parsed, key, presented) = (&parts.headers, &parsed, key.as_str(), cred.as_ref());
     // Minting only reads (the canonical current key), so it is an
     // authentication read as a whole: a replica that does not know the key yet
-    // has its refusal confirmed on the primary.
-    let token = app
+    // has its refusal confirmed on the primary. The work answers (the token or
+    // a 400 for a caller who authenticates, and who authenticated) or a refusal.
+    let (answer, found) = app
         .reads
         .auth_read(|client| async move {
             let (claims, expiration) = match parsed {
@@ -60,28 +60,42 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
                 Err(e) => {
                     // Authentication comes first: an unknown key is 401 whatever the body.
                     return match auth::find_by_key(&client, key, headers).await? {
-                        Some(_) => Err(e.clone()),
-                        None => Err(ApiError::invalid_api_key()),
+                        Some(k) => Ok((Err(e.clone()), k)),
+                        None => Err(auth::refuse(presented)),
                     };
                 }
             };
-            let Ok(branch) = auth::branch(headers) else { return Err(ApiError::invalid_api_key()) };
+            let Ok(branch) = auth::branch(headers) else { return Err(auth::refuse(presented)) };
             let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
-            let rows = match db::query(&client, db::MINT, &[&key, &claims, &expiration, &branch], "").await {
+            let rows = match db::query(&client, &db::MINT, &[&key, &claims, &expiration, &branch], "").await {
                 Ok(r) => r,
                 Err(e) if e.status == StatusCode::BAD_REQUEST => {
                     // Bad claims or expiration, but only for a caller who authenticates.
                     return match auth::find_by_key(&client, key, headers).await? {
-                        Some(_) => Err(e),
-                        None => Err(ApiError::invalid_api_key()),
+                        Some(k) => Ok((Err(e), k)),
+                        None => Err(auth::refuse(presented)),
                     };
                 }
                 Err(e) => return Err(e),
             };
-            rows.first().and_then(|r| r.get::<_, Option<String>>(0)).ok_or_else(ApiError::invalid_api_key)
+            let Some(row) = rows.first() else { return Err(auth::refuse(presented)) };
+            let Some(token) = row.get::<_, Option<String>>(0) else { return Err(auth::refuse(presented)) };
+            // What the same statement's lookup said about the key.
+            let found = KeyAuth {
+                environment_id: row.get::<_, Option<String>>(3).unwrap_or_default(),
+                environment_type: String::new(),
+                matched_by: row.get::<_, Option<String>>(1).unwrap_or_else(|| "current".into()),
+                revoked_api_key_id: row.get(2),
+                project_id: None,
+                organization_id: None,
+                branch_name: None,
+                grace_expires_at: auth::grace_end(row, 4),
+            };
+            Ok((Ok(token), found))
         })
         .await?;
-    ctx.log.auth = Some("secret_key");
+    auth::accept_key(&mut ctx.log, key, &found);
+    let token = answer?;
     Ok(json_response(StatusCode::OK, &json!({ "token": token })))
 }
 

@@ -8,10 +8,12 @@ mod body;
 mod cache;
 mod config;
 mod db;
+mod grace;
 mod errors;
 mod health;
 mod jwt;
 mod logging;
+mod metrics;
 mod replicas;
 mod router;
 mod server;
@@ -23,6 +25,7 @@ mod verify;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use config::Config;
 
@@ -71,6 +74,9 @@ async fn run(config: Config) -> Result<(), String> {
         request_timeout: config.request_timeout,
         bench_routes: config.bench_routes,
         request_ids: AtomicU64::new(0),
+        metrics: config.metrics.then(metrics::Metrics::new),
+        metrics_on_api: config.metrics_listen.is_none(),
+        grace: grace::GraceSignals::new(config.deprecation_link.clone()),
     });
 
     let database_tls = db::connect_target(&config.database_url, config.db_timeout)?.describe();
@@ -78,6 +84,18 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) if config.metrics => {
+            let l = tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (metrics): {e}"))?;
+            Some(l)
+        }
+        _ => None,
+    };
+    let metrics_at = match &metrics_listener {
+        _ if !config.metrics => "disabled".to_string(),
+        Some(l) => format!("http://{}/metrics", l.local_addr().map_err(|e| e.to_string())?),
+        None => format!("http://{addr}/metrics"),
+    };
     tracing::info!(
         listen = %addr,
         pool_size = config.pool_size,
@@ -87,6 +105,7 @@ async fn run(config: Config) -> Result<(), String> {
         replicas = config.replica_database_urls.len(),
         max_replica_lag_ms = config.max_replica_lag.as_millis() as u64,
         bench_routes = config.bench_routes,
+        metrics = %metrics_at,
         "api-auth-shim listening on http://{addr}"
     );
 
@@ -103,7 +122,25 @@ async fn run(config: Config) -> Result<(), String> {
         }
     });
 
-    server::serve(listener, app, config.max_connections, config.shutdown_timeout, shutdown_signal()).await;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            server::serve(l, app, router::handle_metrics_listener, 64, Duration::from_secs(1), stop).await;
+        })
+    });
+    server::serve(listener, app, router::handle, config.max_connections, config.shutdown_timeout, stopped(stop_rx)).await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -86,7 +86,7 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // statement that writes.
     let (headers, presented) = (&parts.headers, cred.as_ref());
     let caller = app.reads.auth_read(|client| async move { auth::authenticate(&client, presented, headers).await }).await?;
-    auth::log_caller(&caller, &mut ctx.log);
+    auth::log_caller(&mut ctx.log, presented, &caller);
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
     let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
@@ -137,6 +137,6 @@ pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: Stri
             Ok((caller, session_json(row, false)))
         })
         .await?;
-    auth::log_caller(&caller, &mut ctx.log);
+    auth::log_caller(&mut ctx.log, Some(cred), &caller);
     Ok(json_response(StatusCode::OK, &item))
 }

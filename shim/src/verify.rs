@@ -88,23 +88,28 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let (headers, cred, check) = (req.headers(), cred.as_ref(), check.as_ref());
     // Authentication and the scope check are one read (on a replica when one
-    // is fresh): a denial is 403, decided by the same node as the token.
-    let caller = app
+    // is fresh): a denial is 403, decided by the same node as the token, for
+    // a caller who did authenticate (and is logged as such).
+    let (caller, denial) = app
         .reads
         .auth_read(|client| async move {
             let caller = auth::authenticate(&client, cred, headers).await?;
             if let (Caller::Token(t), Some((action, resources))) = (&caller, check) {
                 let scopes = t.scopes();
                 if !auth::authorize(&client, &scopes, action, &Value::Array(resources.clone())).await? {
-                    return Err(ApiError::scope_denied(format!(
+                    let denial = ApiError::scope_denied(format!(
                         "Public access token does not allow '{action}' on the requested resources"
-                    )));
+                    ));
+                    return Ok((caller, Some(denial)));
                 }
             }
-            Ok(caller)
+            Ok((caller, None))
         })
         .await?;
-    auth::log_caller(&caller, &mut ctx.log);
+    auth::log_caller(&mut ctx.log, cred, &caller);
+    if let Some(denial) = denial {
+        return Err(denial);
+    }
 
     let mut headers: Vec<(&'static str, String)> = Vec::new();
     let body = match &caller {
