@@ -174,9 +174,10 @@ fn node_name(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or(""))
 }
 
-/// A refusal the primary may overturn: unknown key, failing token, no session.
-fn is_refusal(e: &ApiError) -> bool {
-    e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::NOT_FOUND
+/// A refusal the primary may overturn: unknown key, failing token, no
+/// session (401 or 404).
+pub fn refused<T>(answer: &Result<T, ApiError>) -> bool {
+    matches!(answer, Err(e) if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::NOT_FOUND)
 }
 
 impl Reads {
@@ -258,14 +259,43 @@ impl Reads {
         F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        self.auth_read_after(0, work).await
+        self.read(0, work, refused).await
     }
 
     /// [`Reads::auth_read`] on a replica known to have replayed WAL position
     /// `min_lsn` (as a byte position), else on the primary: for a cache that
     /// must not refill an entry from a replica older than the commit that
     /// invalidated it.
-    pub async fn auth_read_after<T, F, Fut>(&self, min_lsn: u64, mut work: F) -> Result<T, ApiError>
+    pub async fn auth_read_after<T, F, Fut>(&self, min_lsn: u64, work: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.read(min_lsn, work, refused).await
+    }
+
+    /// [`Reads::auth_read`] for work that can answer a refusal without
+    /// failing (e.g. "authenticated, but no such session", which the request
+    /// log must still credit to the caller): `is_refusal` says which answers
+    /// the primary must confirm.
+    pub async fn auth_read_judged<T, F, Fut>(
+        &self,
+        work: F,
+        is_refusal: impl Fn(&Result<T, ApiError>) -> bool,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.read(0, work, is_refusal).await
+    }
+
+    async fn read<T, F, Fut>(
+        &self,
+        min_lsn: u64,
+        mut work: F,
+        is_refusal: impl Fn(&Result<T, ApiError>) -> bool,
+    ) -> Result<T, ApiError>
     where
         F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -275,22 +305,22 @@ impl Reads {
                 Ok(client) => {
                     let result = work(Arc::new(client)).await;
                     match result {
-                        Ok(v) => {
-                            r.served.fetch_add(1, Ordering::Relaxed);
-                            return Ok(v);
-                        }
-                        Err(e) if is_refusal(&e) => {
+                        answer if is_refusal(&answer) => {
                             r.served.fetch_add(1, Ordering::Relaxed);
                             if !self.budget.take() {
                                 self.counters.confirm_skipped.fetch_add(1, Ordering::Relaxed);
-                                return Err(e);
+                                return answer;
                             }
                             self.counters.confirmations.fetch_add(1, Ordering::Relaxed);
                             let confirmed = self.primary_read(work).await;
-                            if confirmed.is_ok() {
+                            if !is_refusal(&confirmed) && confirmed.is_ok() {
                                 self.counters.overturned.fetch_add(1, Ordering::Relaxed);
                             }
                             return confirmed;
+                        }
+                        Ok(v) => {
+                            r.served.fetch_add(1, Ordering::Relaxed);
+                            return Ok(v);
                         }
                         Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
                             self.mark_down(r, e.detail.as_deref().unwrap_or("query failed"));

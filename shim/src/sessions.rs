@@ -130,13 +130,17 @@ pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: Stri
     // (403 otherwise).
     let (caller, item) = app
         .reads
-        .auth_read(|client| async move {
-            let caller = auth::authenticate(&client, Some(cred), headers).await?;
-            let rows = db::query(&client, &db::GET_SESSION, &[&cred.value, branch, session], "Session not found").await?;
-            let Some(row) = rows.first() else { return Err(ApiError::not_found("Session not found")) };
-            Ok((caller, session_json(row, false)))
-        })
+        .auth_read_judged(
+            |client| async move {
+                let caller = auth::authenticate(&client, Some(cred), headers).await?;
+                let rows =
+                    db::query(&client, &db::GET_SESSION, &[&cred.value, branch, session], "Session not found").await?;
+                Ok((caller, rows.first().map(|row| session_json(row, false))))
+            },
+            |answer| crate::replicas::refused(answer) || matches!(answer, Ok((_, None))),
+        )
         .await?;
     auth::log_caller(&mut ctx.log, Some(cred), &caller);
+    let Some(item) = item else { return Err(ApiError::not_found("Session not found")) };
     Ok(json_response(StatusCode::OK, &item))
 }

@@ -146,6 +146,12 @@ fn rotation_works_at_once_and_grace_expiry_refuses_within_the_lag_bound() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-api-auth-method"), Some("current_key"));
         assert_eq!(shim.mint(&new_key, &[]).len() > 20, true);
+        // The old key is accepted throughout; a replica that has not replayed
+        // the rotation yet still calls it current (an acceptance, not a
+        // refusal, so nothing to confirm), and grace once it has.
+        let r = shim.get("/api/v1/auth/verify", Some(&old_key));
+        assert_eq!(r.status, 200, "old key right after the rotation: {}", r.text());
+        standby.wait_caught_up(Duration::from_secs(10));
         let r = shim.get("/api/v1/auth/verify", Some(&old_key));
         assert_eq!(r.status, 200, "old key in its grace window: {}", r.text());
         assert_eq!(r.header("x-api-auth-method"), Some("grace_key"));
