@@ -30,8 +30,9 @@
 //!   bucket (`--replica-confirm-rate` per second, burst of one second's worth),
 //!   so a flood of bogus credentials cannot move its load to the primary: past
 //!   the budget the replica's refusal is the answer (counted as
-//!   `confirm_skipped`). Refusals are never *weakened* by this: only a
-//!   credential that the primary accepts can turn a refusal into a success.
+//!   `confirm_skipped`), and so is it when the primary cannot answer (503).
+//!   Refusals are never *weakened* by this: only a credential that the
+//!   primary accepts can turn a refusal into a success.
 //! - **Failures never reach the client as long as the primary answers.** A
 //!   replica whose pool or query fails with a connection-class error (503) is
 //!   marked down and the work runs on the primary; the monitor marks it up
@@ -313,6 +314,11 @@ impl Reads {
                             }
                             self.counters.confirmations.fetch_add(1, Ordering::Relaxed);
                             let confirmed = self.primary_read(work).await;
+                            if matches!(&confirmed, Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE) {
+                                // The primary cannot say: the replica's refusal stands
+                                // (a refusal is never the unsafe answer).
+                                return answer;
+                            }
                             if !is_refusal(&confirmed) && confirmed.is_ok() {
                                 self.counters.overturned.fetch_add(1, Ordering::Relaxed);
                             }
