@@ -306,3 +306,35 @@ fn a_bogus_key_flood_stays_within_the_confirmation_budget() {
         assert!(primary_delta <= confirmations, "primary ran {primary_delta} lookups for {confirmations} confirmations");
     });
 }
+
+#[test]
+fn with_the_primary_down_replicas_serve_until_the_bound_then_503() {
+    with_topology("repl_primary_down", &["--max-replica-lag", "4", "--db-timeout", "0.5"], |cluster, standby, shim| {
+        let (_, key) = shim.create_env("prod", "PRODUCTION");
+        standby.wait_caught_up(Duration::from_secs(10));
+        assert_eq!(verify(shim, &key), 200);
+        // Stop the primary alone (scripts/cluster.sh stop would stop the standby too).
+        let data = cluster.home.join("pgdata");
+        let ok = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D"])
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl stop of the primary");
+        let stopped = Instant::now();
+        // Within the bound: the standby answers; a refusal it gives stands
+        // although the primary cannot confirm it (a refusal is never unsafe).
+        assert_eq!(verify(shim, &key), 200, "a known key through the standby");
+        let r = shim.get("/api/v1/auth/verify", Some("tr_prod_00000000000000000000"));
+        r.assert_error(401);
+        assert!(stopped.elapsed() < Duration::from_secs(3), "too slow to test within the bound");
+        // Past the bound nothing proves the standby fresh: reads go to the
+        // primary, which is down: 503, never a possibly stale 200.
+        std::thread::sleep(Duration::from_secs(4) - stopped.elapsed().min(Duration::from_secs(4)) + Duration::from_millis(700));
+        // (/readyz itself answers 503 now: it checks the primary.)
+        shim.get("/readyz", None).assert_error(503);
+        shim.get("/api/v1/auth/verify", Some(&key)).assert_error(503);
+    });
+}
