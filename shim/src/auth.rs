@@ -143,6 +143,23 @@ pub fn accept_key(log: &mut RequestLog, key: &str, k: &KeyAuth) {
     }
 }
 
+/// Record in the request log that a public token authenticated: the
+/// environment, and the grace window when only a key in grace verified it.
+pub fn accept_token(log: &mut RequestLog, t: &TokenAuth) {
+    log.environment = Some(t.environment_id.clone());
+    log.auth = Some("public_token");
+    if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
+        log.grace = Some(Grace::new(
+            "public_token",
+            &t.environment_id,
+            *epoch,
+            iso.clone(),
+            t.revoked_api_key_id.clone(),
+            None,
+        ));
+    }
+}
+
 /// 401 "Invalid or Missing API key" for a credential that authenticates
 /// nothing, with the refusal reason its kind gives.
 pub fn refuse(cred: Option<&Credential>) -> ApiError {
@@ -243,18 +260,7 @@ pub async fn authenticate(
         },
         CredentialKind::PublicToken => match validate_token(client, &c.value).await? {
             Ok(t) => {
-                log.environment = Some(t.environment_id.clone());
-                log.auth = Some("public_token");
-                if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
-                    log.grace = Some(Grace::new(
-                        "public_token",
-                        &t.environment_id,
-                        *epoch,
-                        iso.clone(),
-                        t.revoked_api_key_id.clone(),
-                        None,
-                    ));
-                }
+                accept_token(log, &t);
                 Ok(Caller::Token(t))
             }
             Err(code) => {
