@@ -548,6 +548,25 @@ impl Server {
     }
 }
 
+/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14, 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `getconf CLK_TCK` (100 on Linux almost everywhere).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn status_kb(pid: u32, field: &str) -> i64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -654,14 +673,37 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
             order.swap(1, 2);
         }
         for (name, addr, p, creds) in &order {
+            // The metrics comparison also counts the shim's own CPU time per
+            // request over the measured window (less sensitive to a busy
+            // machine than throughput).
+            let pid = match *name {
+                "shim_key" => Some(shim.child.id()),
+                "shim_key_nometrics" => Some(bare.child.id()),
+                _ => None,
+            };
+            let warmup = Duration::from_millis(m.http_warmup_ms);
+            let cpu_from = pid.map(|pid| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(warmup);
+                    cpu_ticks(pid)
+                })
+            });
             let r = load::run(&load::LoadSpec {
                 addr: *addr,
                 path: p.to_string(),
                 creds: creds.clone(),
                 conns: m.http_conns,
-                warmup: Duration::from_millis(m.http_warmup_ms),
+                warmup,
                 duration: Duration::from_secs(m.http_secs),
             });
+            if let (Some(pid), Some(from)) = (pid, cpu_from) {
+                let from = from.join().unwrap_or(None);
+                if let (Some(a), Some(b), true) = (from, cpu_ticks(pid), r.requests > 0) {
+                    let us = (b - a) as f64 * 1e6 / clock_ticks_per_second() / r.requests as f64;
+                    log(format!("  http round {}/{} {name} shim CPU {us:.1} us/request", round + 1, m.http_runs));
+                    cx.samples.push(format!("http/{name}/cpu_us_per_req"), us);
+                }
+            }
             log(format!(
                 "  http round {}/{} {name:<11} {:>8.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  errors {}",
                 round + 1,

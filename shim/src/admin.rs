@@ -15,11 +15,11 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
+use crate::app::{App, Ctx};
 use crate::auth;
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body, Refusal};
-use crate::app::{App, Ctx};
 
 /// 403 when no admin token is configured, 401 when the bearer is missing or wrong.
 pub fn check_admin(app: &App, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), ApiError> {

@@ -143,6 +143,23 @@ pub fn accept_key(log: &mut RequestLog, key: &str, k: &KeyAuth) {
     }
 }
 
+/// Record in the request log that a public token authenticated: the
+/// environment, and the grace window when only a key in grace verified it.
+pub fn accept_token(log: &mut RequestLog, t: &TokenAuth) {
+    log.environment = Some(t.environment_id.clone());
+    log.auth = Some("public_token");
+    if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
+        log.grace = Some(Grace::new(
+            "public_token",
+            &t.environment_id,
+            *epoch,
+            iso.clone(),
+            t.revoked_api_key_id.clone(),
+            None,
+        ));
+    }
+}
+
 /// 401 "Invalid or Missing API key" for a credential that authenticates
 /// nothing, with the refusal reason its kind gives.
 pub fn refuse(cred: Option<&Credential>) -> ApiError {
@@ -259,20 +276,7 @@ pub fn log_caller(log: &mut RequestLog, cred: Option<&Credential>, caller: &Call
                 accept_key(log, &c.value, k);
             }
         }
-        Caller::Token(t) => {
-            log.environment = Some(t.environment_id.clone());
-            log.auth = Some("public_token");
-            if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
-                log.grace = Some(Grace::new(
-                    "public_token",
-                    &t.environment_id,
-                    *epoch,
-                    iso.clone(),
-                    t.revoked_api_key_id.clone(),
-                    None,
-                ));
-            }
-        }
+        Caller::Token(t) => accept_token(log, t),
     }
 }
 

@@ -24,8 +24,9 @@ pub struct Pools {
 
 impl Pools {
     /// Each distinct pool by name, as metrics report them: `public`, and
-    /// `admin` when it is a pool of its own.
-    pub fn named(&self, separate_admin: bool) -> Vec<(&'static str, &Pool)> {
+    /// `admin` when it is a pool of its own. Further pools (replicas) join
+    /// this list under their configured names; metrics need no change.
+    pub fn named(&self, separate_admin: bool) -> Vec<(&str, &Pool)> {
         let mut out = vec![("public", &self.public)];
         if separate_admin {
             out.push(("admin", &self.admin));

@@ -1,6 +1,7 @@
 //! JSON errors: every failure the shim answers is a JSON object with an `error`
 //! string (SPEC §5), and database failures are mapped here from their SQLSTATE.
 
+use api_auth_core::tokens::TokenError;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -52,14 +53,8 @@ pub enum Refusal {
     TokenNotAccepted,
     /// Not a key nor a token.
     UnknownCredential,
-    /// `validate_public_jwt`'s error codes.
-    Malformed,
-    InvalidAlgorithm,
-    MissingSubject,
-    EnvironmentNotFound,
-    InvalidSignature,
-    Expired,
-    ClaimInvalid,
+    /// A public token `validate_public_jwt` refused, for this reason.
+    Token(TokenError),
     /// A token error code this shim does not know.
     InvalidToken,
     ScopeDenied,
@@ -75,13 +70,7 @@ impl Refusal {
             Refusal::PublishableKey => "publishable_key",
             Refusal::TokenNotAccepted => "token_not_accepted",
             Refusal::UnknownCredential => "unknown_credential",
-            Refusal::Malformed => "malformed",
-            Refusal::InvalidAlgorithm => "invalid_algorithm",
-            Refusal::MissingSubject => "missing_subject",
-            Refusal::EnvironmentNotFound => "environment_not_found",
-            Refusal::InvalidSignature => "invalid_signature",
-            Refusal::Expired => "expired",
-            Refusal::ClaimInvalid => "claim_invalid",
+            Refusal::Token(e) => e.code(),
             Refusal::InvalidToken => "invalid_token",
             Refusal::ScopeDenied => "scope_denied",
             Refusal::InvalidAdminToken => "invalid_admin_token",
@@ -91,16 +80,7 @@ impl Refusal {
 
     /// `validate_public_jwt`'s error code.
     pub fn from_token_error(code: &str) -> Refusal {
-        match code {
-            "malformed" => Refusal::Malformed,
-            "invalid_algorithm" => Refusal::InvalidAlgorithm,
-            "missing_subject" => Refusal::MissingSubject,
-            "environment_not_found" => Refusal::EnvironmentNotFound,
-            "invalid_signature" => Refusal::InvalidSignature,
-            "expired" => Refusal::Expired,
-            "claim_invalid" => Refusal::ClaimInvalid,
-            _ => Refusal::InvalidToken,
-        }
+        TokenError::from_code(code).map_or(Refusal::InvalidToken, Refusal::Token)
     }
 }
 

@@ -8,10 +8,10 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+use crate::app::App;
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
 use crate::metrics::{PoolSample, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-use crate::app::App;
 
 pub fn healthz() -> Response<Body> {
     json_response(StatusCode::OK, &json!({ "status": "ok" }))

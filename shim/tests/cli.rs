@@ -72,6 +72,9 @@ fn help_names_every_flag_and_variable() {
         ("--log-format", "API_AUTH_LOG_FORMAT"),
         ("--log-level", "API_AUTH_LOG_LEVEL"),
         ("--bench-routes", "API_AUTH_BENCH_ROUTES"),
+        ("--metrics-listen", "API_AUTH_METRICS_LISTEN"),
+        ("--no-metrics", "API_AUTH_NO_METRICS"),
+        ("--deprecation-link", "API_AUTH_DEPRECATION_LINK"),
     ] {
         assert!(help.contains(flag) && help.contains(&format!("env: {var}")), "{flag} / {var} missing:\n{help}");
     }
@@ -114,6 +117,11 @@ fn bad_values_exit_2_naming_the_flag() {
         (vec![], vec![("API_AUTH_BENCH_ROUTES", "maybe")], "--bench-routes"),
         (vec![], vec![("API_AUTH_LOG_LEVEL", "loud")], "--log-level"),
         (vec!["--admin-token-file", "/nonexistent/token"], vec![], "/nonexistent/token"),
+        (vec!["--metrics-listen", "9464"], vec![], "not an address"),
+        (vec!["--no-metrics", "--metrics-listen", "127.0.0.1:9464"], vec![], "cannot be used with"),
+        (vec!["--deprecation-link", "javascript:alert(1)"], vec![], "--deprecation-link"),
+        (vec![], vec![("API_AUTH_DEPRECATION_LINK", "https://x/a b")], "--deprecation-link"),
+        (vec![], vec![("API_AUTH_NO_METRICS", "perhaps")], "--no-metrics"),
     ] {
         let mut env = env.clone();
         env.extend(db);
@@ -159,6 +167,10 @@ fn flag_beats_variable_beats_default() {
     assert!(line.contains("bench_routes=true"), "{line}");
     let line = start_line(&["--database-url", NOWHERE], &[("API_AUTH_BENCH_ROUTES", "off")]);
     assert!(line.contains("bench_routes=false"), "{line}");
+    let line = start_line(&["--database-url", NOWHERE], &[("API_AUTH_NO_METRICS", "1")]);
+    assert!(line.contains("metrics=disabled"), "{line}");
+    let line = start_line(&["--database-url", NOWHERE, "--metrics-listen", "127.0.0.1:0"], &[]);
+    assert!(line.contains("metrics=http://127.0.0.1:") && !line.contains(":0/metrics"), "{line}");
     // The admin token from a file; admin routes enabled.
     let dir = std::env::temp_dir().join(format!("api-auth-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

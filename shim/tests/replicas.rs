@@ -129,6 +129,11 @@ fn authentication_reads_are_served_by_the_standby() {
         let served = after["replicas"][0]["served"].as_i64().unwrap() - before["replicas"][0]["served"].as_i64().unwrap();
         assert!(served >= 2 * N + 1, "shim counted {served} reads on the replica");
         assert_eq!(after["fallbacks"], json!(0), "{after}");
+        // The replica's pool is reported by /metrics under its configured name.
+        let metrics = shim.get("/metrics", None);
+        assert_eq!(metrics.status, 200);
+        let wanted = format!("api_auth_shim_db_pool_connections{{pool=\"replica:127.0.0.1:{}/{}\"}}", standby.port, "repl_served");
+        assert!(metrics.text().contains(&wanted), "no {wanted} in /metrics:\n{}", metrics.text());
     });
 }
 
