@@ -260,7 +260,7 @@ impl Reads {
         F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        self.read(0, work, refused).await
+        self.auth_read_after(0, work).await
     }
 
     /// [`Reads::auth_read`] on a replica known to have replayed WAL position
