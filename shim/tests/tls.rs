@@ -96,14 +96,30 @@ fn tls_cluster(name: &str, certs: &Path) -> PrivateCluster {
     cluster
 }
 
-fn cert_dir(name: &str) -> PathBuf {
+/// The test's certificates; the folder is removed on drop (a failing test too).
+struct Certs(PathBuf);
+
+impl std::ops::Deref for Certs {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cert_dir(name: &str) -> Certs {
     let dir = PathBuf::from(format!("/var/tmp/api_auth-{name}-certs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     make_ca(&dir, "right-ca");
     make_ca(&dir, "other-ca");
     make_server_cert(&dir, "right-ca");
-    dir
+    Certs(dir)
 }
 
 fn url(cluster: &PrivateCluster, query: &str) -> String {
@@ -182,7 +198,6 @@ fn verified_tls_to_primary_admin_and_replica() {
         assert!(n >= 1 && n == tls, "{query}: {n} shim connections, {tls} encrypted");
     }
     drop(standby);
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 #[test]
@@ -225,5 +240,4 @@ fn wrong_ca_wrong_host_name_and_plain_text_are_refused_clearly() {
     wait_log(&shim, "no encryption");
     assert!(shim.logs().contains("no pg_hba.conf entry"), "{}", shim.logs());
     drop(shim);
-    let _ = std::fs::remove_dir_all(&certs);
 }
