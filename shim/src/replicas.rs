@@ -175,6 +175,13 @@ fn node_name(cfg: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{}", cfg.get_dbname().unwrap_or(""))
 }
 
+/// The time of the latest primary sample `(time, flush LSN)` whose position
+/// a replica that replayed up to `replay` has reached: it holds every commit
+/// acknowledged before then. `None`: older than every sample kept.
+fn fresh_as_of(history: &VecDeque<(u64, u64)>, replay: u64) -> Option<u64> {
+    history.iter().rev().find(|(_, lsn)| *lsn <= replay).map(|(t, _)| *t)
+}
+
 /// A refusal the primary may overturn: unknown key, failing token, no
 /// session (401 or 404).
 pub fn refused<T>(answer: &Result<T, ApiError>) -> bool {
@@ -482,10 +489,7 @@ impl Reads {
                         (true, Some(replay)) => {
                             let replay = replay as u64;
                             r.replay_lsn.store(replay, Ordering::Relaxed);
-                            let fresh = {
-                                let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-                                h.iter().rev().find(|(_, lsn)| *lsn <= replay).map(|(t, _)| *t)
-                            };
+                            let fresh = fresh_as_of(&self.history.lock().unwrap_or_else(|e| e.into_inner()), replay);
                             if let Some(t) = fresh {
                                 r.fresh_as_of_us.fetch_max(t, Ordering::Relaxed);
                             }
@@ -567,6 +571,23 @@ mod tests {
         }
         reads.mark_down(b, "test");
         assert!(reads.pick(0).is_none());
+    }
+
+    #[test]
+    fn freshness_follows_wal_positions_not_clocks() {
+        // An idle primary: the position never moves, so a caught-up replica is
+        // fresh as of the latest sample, however long ago the last commit was.
+        let idle: VecDeque<(u64, u64)> = [(1_000, 500), (2_000, 500), (3_000, 500)].into_iter().collect();
+        assert_eq!(fresh_as_of(&idle, 500), Some(3_000));
+        // The primary writes at 2 000 and 3 000; a replica paused at 500 stays
+        // fresh as of 1 000 only, and goes stale as time passes.
+        let busy: VecDeque<(u64, u64)> = [(1_000, 500), (2_000, 800), (3_000, 900)].into_iter().collect();
+        assert_eq!(fresh_as_of(&busy, 500), Some(1_000));
+        assert_eq!(fresh_as_of(&busy, 850), Some(2_000));
+        assert_eq!(fresh_as_of(&busy, 900), Some(3_000));
+        // Behind everything kept (or no sample yet): never proven fresh.
+        assert_eq!(fresh_as_of(&busy, 100), None);
+        assert_eq!(fresh_as_of(&VecDeque::new(), 900), None);
     }
 
     #[test]
