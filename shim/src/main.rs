@@ -66,6 +66,13 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
     reads.start_monitor();
+    let metrics = config.metrics.then(|| {
+        let mut m = metrics::Metrics::new();
+        if reads.has_replicas() {
+            m.register_collector(Box::new(reads.collector()));
+        }
+        m
+    });
     let app = Arc::new(app::App {
         reads,
         pools: db::Pools { public, admin },
@@ -74,7 +81,7 @@ async fn run(config: Config) -> Result<(), String> {
         request_timeout: config.request_timeout,
         bench_routes: config.bench_routes,
         request_ids: AtomicU64::new(0),
-        metrics: config.metrics.then(metrics::Metrics::new),
+        metrics,
         metrics_on_api: config.metrics_listen.is_none(),
         grace: grace::GraceSignals::new(config.deprecation_link.clone()),
     });

@@ -362,6 +362,12 @@ impl Reads {
         work(Arc::new(client)).await
     }
 
+    /// The routing counters and each replica's state for `/metrics`, read at
+    /// scrape time (labels: the replica's configured `host:port/dbname`).
+    pub fn collector(self: &Arc<Self>) -> ReadsCollector {
+        ReadsCollector(self.clone())
+    }
+
     /// The routing state, for `/readyz`.
     pub fn status(&self) -> Value {
         let now = self.now_us();
@@ -526,6 +532,65 @@ impl Reads {
             }
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// See [`Reads::collector`].
+pub struct ReadsCollector(Arc<Reads>);
+
+impl std::fmt::Debug for ReadsCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadsCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for ReadsCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let reads = &self.0;
+        let c = &reads.counters;
+        let totals = [
+            ("replica_primary_reads", "Authentication reads run on the primary (no usable replica, or a replica failed)", &c.primary_reads),
+            ("replica_fallbacks", "Replica failures whose request was retried on the primary", &c.fallbacks),
+            ("replica_confirmations", "Replica refusals asked again on the primary", &c.confirmations),
+            ("replica_overturned", "Replica refusals the primary accepted (read-your-writes)", &c.overturned),
+            ("replica_confirm_skipped", "Replica refusals answered as they were: confirmation budget spent", &c.confirm_skipped),
+        ];
+        for (name, help, counter) in totals {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(counter.load(Ordering::Relaxed)).encode(m)?;
+        }
+        let now = reads.now_us();
+        let label = |r: &Replica| vec![("replica", r.name.clone())];
+        let mut served = encoder.encode_descriptor(
+            "replica_served",
+            "Authentication reads answered by a replica (refusals included)",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in &reads.replicas {
+            ConstCounter::new(r.served.load(Ordering::Relaxed)).encode(served.encode_family(&label(r))?)?;
+        }
+        let mut usable =
+            encoder.encode_descriptor("replica_usable", "1 while a replica is up and within the lag bound", None, MetricType::Gauge)?;
+        for r in &reads.replicas {
+            ConstGauge::new(i64::from(reads.usable(r, now))).encode(usable.encode_family(&label(r))?)?;
+        }
+        let mut staleness = encoder.encode_descriptor(
+            "replica_staleness_seconds",
+            "How far a replica may be behind the primary, as measured by WAL positions (-1: never measured)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for r in &reads.replicas {
+            let fresh = r.fresh_as_of_us.load(Ordering::Relaxed);
+            let value = if fresh == 0 { -1.0 } else { now.saturating_sub(fresh) as f64 / 1e6 };
+            ConstGauge::new(value).encode(staleness.encode_family(&label(r))?)?;
+        }
+        Ok(())
     }
 }
 

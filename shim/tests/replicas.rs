@@ -134,6 +134,17 @@ fn authentication_reads_are_served_by_the_standby() {
         assert_eq!(metrics.status, 200);
         let wanted = format!("api_auth_shim_db_pool_connections{{pool=\"replica:127.0.0.1:{}/{}\"}}", standby.port, "repl_served");
         assert!(metrics.text().contains(&wanted), "no {wanted} in /metrics:\n{}", metrics.text());
+        // And the routing: what this replica served, and that it is usable.
+        let replica = format!("replica=\"127.0.0.1:{}/repl_served\"", standby.port);
+        let value = |name: &str| -> f64 {
+            let prefix = format!("api_auth_shim_{name}{{{replica}}} ");
+            let line = metrics.text().lines().find(|l| l.starts_with(&prefix)).map(str::to_string);
+            let line = line.unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{}", metrics.text()));
+            line[prefix.len()..].trim().parse().unwrap()
+        };
+        assert!(value("replica_served_total") >= (2 * N) as f64);
+        assert_eq!(value("replica_usable"), 1.0);
+        assert!(metrics.text().contains("api_auth_shim_replica_confirm_skipped_total 0"), "{}", metrics.text());
     });
 }
 
