@@ -145,6 +145,7 @@ fn authentication_reads_are_served_by_the_standby() {
         assert!(value("replica_served_total") >= (2 * N) as f64);
         assert_eq!(value("replica_usable"), 1.0);
         assert!(metrics.text().contains("api_auth_shim_replica_confirm_skipped_total 0"), "{}", metrics.text());
+        support::promtool_check(&metrics.text());
     });
 }
 
