@@ -10,6 +10,8 @@
 #                                       # metrics on vs --no-metrics) at the full base point;
 #                                       # writes bench/results/http/ (not committed)
 #   bash scripts/bench.sh --replicas-only [--smoke]   # only the read-replica section
+#   bash scripts/bench.sh --cache-only [--smoke]      # only the answer-cache section
+#                                       # (bench/results/cache/cache.json, cache.txt)
 #
 # The read-replica section (after the rest; API_AUTH_BENCH_REPLICAS=0 skips it)
 # starts a streaming hot standby of the bench cluster (pg_basebackup -R) and
@@ -47,14 +49,16 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=full
 REPLICAS_ONLY=0
+CACHE_ONLY=0
 HTTP_ONLY=0
 for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
     --replicas-only) REPLICAS_ONLY=1 ;;
+    --cache-only) CACHE_ONLY=1 ;;
     --http-only) HTTP_ONLY=1 ;;
     -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--smoke] [--http-only | --replicas-only]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--smoke] [--http-only | --replicas-only | --cache-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -166,13 +170,15 @@ ARGS=(run)
 SMOKE=()
 if [ "$MODE" = smoke ]; then ARGS+=(--smoke); SMOKE=(--smoke); fi
 if [ "$HTTP_ONLY" = 1 ]; then ARGS+=(--http-only); fi
-if [ "$REPLICAS_ONLY" = 0 ]; then
+: >"$WORK/table.txt"
+if [ "$REPLICAS_ONLY" = 0 ] && [ "$CACHE_ONLY" = 0 ]; then
   "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
 fi
 
 # The answer-cache section (issue 14): caching shim vs /healthz and vs the
 # uncached shim, revocation delay, a killed listener.
 if [ "${API_AUTH_BENCH_CACHE:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ] && [ "$REPLICAS_ONLY" = 0 ]; then
+  [ "$CACHE_ONLY" = 1 ] && API_AUTH_BENCH_OUT=$REPO/bench/results/cache && mkdir -p "$API_AUTH_BENCH_OUT"
   export API_AUTH_BENCH_CACHE_SHIM_PORT=${API_AUTH_BENCH_CACHE_SHIM_PORT:-$((PORT + 8))}
   "$TARGET_DIR/release/api_auth_bench" cache "${SMOKE[@]}" | tee -a "$WORK/table.txt"
 fi
@@ -180,7 +186,7 @@ fi
 # The read-replica section: a streaming standby of the bench cluster, from the
 # same private binaries, started only now so that it costs the other figures
 # nothing.
-if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ]; then
+if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ] && [ "$CACHE_ONLY" = 0 ]; then
   log "read replicas: pg_basebackup -R to $SB_DATA, standby on port $SB_PORT"
   "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d "$DB" \
     -c "ALTER SYSTEM SET track_functions = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
@@ -196,7 +202,9 @@ if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ]; then
   stop_standby
 fi
 # The printed table beside the raw numbers, as committed for a full run.
-if [ "$REPLICAS_ONLY" = 0 ]; then
+if [ "$CACHE_ONLY" = 1 ]; then
+  cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/cache.txt"
+elif [ "$REPLICAS_ONLY" = 0 ]; then
   cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/latest.txt"
 else
   cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/replicas.txt"

@@ -272,12 +272,12 @@ fn measure(
                 return Err(format!("trial {i}: the key answered {status} before its revocation"));
             }
         }
-        let sql = match i % 3 {
-            0 => "SELECT 1 FROM api_auth.rotate_api_key($1, interval '0')",
-            1 => "SELECT 1 FROM api_auth.set_revoked_expiry($2, now())",
-            _ => "UPDATE api_auth.runtime_environment SET archived_at = now() WHERE id = $1 AND $2 <> ''",
+        let done = match i % 3 {
+            0 => db.execute("SELECT 1 FROM api_auth.rotate_api_key($1, interval '0')", &[env]),
+            1 => db.execute("SELECT 1 FROM api_auth.set_revoked_expiry($1, now())", &[revoked]),
+            _ => db.execute("UPDATE api_auth.runtime_environment SET archived_at = now() WHERE id = $1", &[env]),
         };
-        db.execute(sql, &[env, revoked]).map_err(|e| e.to_string())?;
+        done.map_err(|e| e.to_string())?;
         let committed = Instant::now();
         loop {
             match client.get(verify, Some(key))? {

@@ -5,6 +5,7 @@
 
 use api_auth_core::expiration::MAX_LIFETIME_SECS;
 use api_auth_core::keys::{classify, CredentialKind};
+use api_auth_core::scopes;
 use api_auth_core::tokens::{
     self, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
 };
@@ -93,9 +94,11 @@ fuzz_target!(|input: Input| {
         extra.insert("scopes".into(), scopes.iter().cloned().map(Value::String).collect());
     }
     let caller_scopes = extra.get("scopes").cloned();
+    // Minting writes only scopes of the grammar (an array of strings, each
+    // `scopes::parse`-able): anything else is refused.
     let scopes_ok = match &caller_scopes {
         None | Some(Value::Null) => true,
-        Some(Value::Array(l)) => l.iter().all(Value::is_string),
+        Some(Value::Array(l)) => l.iter().all(|v| v.as_str().is_some_and(|s| scopes::parse(s).is_some())),
         Some(_) => false,
     };
 
@@ -106,7 +109,7 @@ fuzz_target!(|input: Input| {
             return;
         }
     };
-    assert!(scopes_ok, "mint accepted scopes that are not an array of strings");
+    assert!(scopes_ok, "mint accepted scopes that are not an array of scopes of the grammar");
     assert_eq!(classify(&token), CredentialKind::PublicToken);
 
     // `mint` itself does not bound the token; its callers bound the claims
