@@ -14,6 +14,19 @@ pub fn admin_dsn() -> String {
     )
 }
 
+/// The bin/ folder of the PostgreSQL the suites run against (psql, pg_dump, ...):
+/// `API_AUTH_PGBIN`, which scripts/test.sh sets for the version under test;
+/// Debian's 15 by default.
+pub fn pg_bin() -> std::path::PathBuf {
+    std::env::var_os("API_AUTH_PGBIN").map(Into::into).unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+}
+
+/// The major version of the test cluster's server (14, 15, ... 18).
+pub fn server_major(db: &mut Client) -> i32 {
+    let num: String = db.query_one("SHOW server_version_num", &[]).expect("server_version_num").get(0);
+    num.parse::<i32>().expect("server_version_num is a number") / 10000
+}
+
 /// Replace (or add) `dbname=` in a key=value DSN.
 pub fn with_dbname(dsn: &str, db: &str) -> String {
     let mut parts: Vec<String> =
