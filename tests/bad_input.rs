@@ -101,3 +101,23 @@ fn garbage_in_clear_errors_out() {
     assert_eq!(sessions, 0);
     assert_eq!(lookup(&mut db, &key, None), Some((env, "current".into())));
 }
+
+/// A misspelt setting under the extension's prefix is refused once the library
+/// is loaded (src/compat.rs: PostgreSQL 15 and later reserve the prefix). On
+/// 14, which cannot, it is accepted as a placeholder like any custom setting;
+/// the README's version table says so.
+#[test]
+fn misspelt_setting_is_refused_where_postgresql_can() {
+    let (_, mut db) = fresh("misspelt_setting");
+    // Load the library (any api_auth function does).
+    db.query("SELECT * FROM api_auth.find_environment_by_api_key('tr_x')", &[]).unwrap();
+    db.batch_execute("SET api_auth.jwt_leeway = 5").expect("a real setting is accepted");
+    let result = db.batch_execute("SET api_auth.rotation_grace = '1h'");
+    if server_major(&mut db) >= 15 {
+        let err = result.expect_err("misspelt api_auth setting accepted");
+        assert_eq!(sqlstate(&err), "42602", "{}", db_message(&err));
+        assert!(db_message(&err).contains("reserved prefix"), "{}", db_message(&err));
+    } else {
+        result.expect("PostgreSQL 14 keeps custom placeholders");
+    }
+}
