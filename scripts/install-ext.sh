@@ -19,19 +19,15 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # Only Debian's tree belongs to root; the private trees are ours.
 install_as() { if [ "$prefix" = /usr/lib/postgresql/"$major" ]; then as_root "$@"; else "$@"; fi; }
 
-# pgrx's build finds the headers of version NN through `pgNN` in its
-# config.toml. Add the line when missing; never change an existing one (the
-# `pg15` line is Debian's 15: its headers serve the private 15 tree as well,
-# the ABI being fixed within a major version).
-cfg=${PGRX_HOME:-$HOME/.pgrx}/config.toml
-if ! grep -qs "^pg$major *=" "$cfg"; then
-  [ -s "$cfg" ] || { echo "$cfg missing: run scripts/setup.sh first" >&2; exit 1; }
-  echo "pg$major = \"$pg_config\"" >>"$cfg"
-fi
+# (scripts/pg.sh has told pgrx where version NN's headers are.)
+grep -qs "^pg$major *=" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || {
+  echo "pgrx does not know PostgreSQL $major: run scripts/setup.sh first" >&2; exit 1; }
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-args=(--pg-config "$pg_config" --no-default-features --features "pg$major")
+args=(--pg-config "$pg_config")
+# 15 is the default feature: the same build as a plain `cargo pgrx install`.
+[ "$major" = 15 ] || args+=(--no-default-features --features "pg$major")
 [ "${API_AUTH_RELEASE:-0}" = 1 ] && args+=(--release)
 if [ "$prefix" = /usr/lib/postgresql/"$major" ] && [ "$(id -u)" != 0 ]; then args+=(--sudo); fi
 if ! cargo pgrx install "${args[@]}" >"$log" 2>&1; then

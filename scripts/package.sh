@@ -29,8 +29,6 @@ for major in $majors; do
   # cargo then reuses instead of linking a second fat-LTO release build.
   features=()
   [ "$major" = 15 ] || features=(--no-default-features --features "pg$major")
-  cfg=${PGRX_HOME:-$HOME/.pgrx}/config.toml
-  grep -qs "^pg$major *=" "$cfg" || echo "pg$major = \"$pg_config\"" >>"$cfg"
   echo "== PostgreSQL $major: cargo pgrx package (release)" >&2
   if ! cargo pgrx package --pg-config "$pg_config" "${features[@]}" --out-dir "$work/pgrx" >"$work/build.log" 2>&1; then
     grep -v '^ *[0-9]*: \|^ *at ' "$work/build.log" | tail -40 >&2; exit 1

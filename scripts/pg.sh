@@ -57,4 +57,13 @@ PY
   rm -rf "$tmp"
   chmod -R a+rX "$tree"
 fi
+# pgrx's build finds the headers of version NN through `pgNN` in its
+# config.toml: add the line when missing, never change an existing one (the
+# `pg15` line is Debian's 15 and also serves the private 15 tree, the ABI being
+# fixed within a major version). Changing the file makes pgrx rebuild its
+# bindings for every version, so scripts/test.sh calls this before building.
+cfg=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+if [ -s "$cfg" ] && ! grep -qs "^pg$major *=" "$cfg"; then
+  echo "pg$major = \"$tree/bin/pg_config\"" >>"$cfg"
+fi
 echo "$tree"

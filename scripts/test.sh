@@ -50,6 +50,10 @@ if [ -n "${API_AUTH_PG:-}" ]; then
   exit "$status"
 fi
 
+# Fetch the newest version now: registering it with pgrx changes pgrx's
+# config.toml, which would rebuild every pgrx binding made before.
+[ "${API_AUTH_OTHER_PG:-1}" = 0 ] || bash scripts/pg.sh "$API_AUTH_PG_NEWEST" >/dev/null
+
 echo "== cargo pgrx install (debug build of the extension)"
 bash scripts/install-ext.sh 15
 
