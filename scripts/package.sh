@@ -71,7 +71,6 @@ Depends: $depends
 Section: database
 Priority: optional
 Installed-Size: $size
-Homepage: https://github.com/triggerdotdev/trigger.dev
 Description: API-key authentication with rotation grace windows, inside PostgreSQL $major
  The api_auth extension: environments with API keys, rotation with grace
  windows, public access tokens (JWT), scopes and sessions, as SQL functions
