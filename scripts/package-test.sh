@@ -62,7 +62,7 @@ echo "== CREATE EXTENSION api_auth and the README's DBA session, on a private cl
 API_AUTH_HOME=$home API_AUTH_PGPORT=$port API_AUTH_PG=$major API_AUTH_FAST=1 API_AUTH_DB=pkgtest bash scripts/cluster.sh start
 "$libdir/../bin/psql" -X -q -At -h "$home/run" -p "$port" -U postgres -d pkgtest \
   -c "SELECT 'installed: api_auth ' || extversion FROM pg_extension WHERE extname = 'api_auth'"
-API_AUTH_PGBIN=/usr/lib/postgresql/$major/bin \
+API_AUTH_PG_BINDIR=/usr/lib/postgresql/$major/bin \
 API_AUTH_TEST_DSN="host=$home/run port=$port user=postgres dbname=postgres" \
   cargo test -q -p api_auth_tests --test readme
 stop

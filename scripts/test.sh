@@ -30,7 +30,7 @@ sql_suites() {
   log=$home/cargo-test.log
   echo "== PostgreSQL $major: cargo test -p api_auth_tests (the SQL suites)"
   set +e
-  API_AUTH_PG=$major API_AUTH_PGBIN=$prefix/bin \
+  API_AUTH_PG=$major API_AUTH_PG_BINDIR=$prefix/bin \
   API_AUTH_TEST_DSN="host=$home/run port=$port user=postgres dbname=postgres" \
     cargo test -p api_auth_tests --no-fail-fast 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}

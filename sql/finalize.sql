@@ -19,7 +19,7 @@ COMMENT ON VIEW api_auth.grace_windows IS
 COMMENT ON TYPE api_auth.environment_match IS
     'A row of find_environment_by_api_key: the environment (the branch, for a preview branch), matched_by current | grace, and for a grace hit the revoked_api_key row and the end of its window. api_key is the canonical current key; NULL on a grace hit unless the caller is an admin.';
 COMMENT ON TYPE api_auth.token_validation IS
-    'The row of validate_public_jwt: ok with environment_id, environment_type, claims and matched_by (current | grace, revoked_api_key_id for grace); or not ok with an error code.';
+    'The row of validate_public_jwt: ok with environment_id, environment_type, claims and matched_by (current | grace; for grace, revoked_api_key_id and grace_expires_at, when the verifying key stops working); or not ok with an error code.';
 
 COMMENT ON FUNCTION api_auth.create_environment(text, text, text, text, text, text) IS
     'create_environment(slug, environment_type, project_id => NULL, organization_id => NULL, parent_environment_id => NULL, branch_name => NULL): a new environment with fresh tr_/pk_ keys, or a preview branch of a PREVIEW parent. Returns the row, keys included.';
@@ -32,7 +32,7 @@ COMMENT ON FUNCTION api_auth.set_revoked_expiry(text, timestamptz) IS
 COMMENT ON FUNCTION api_auth.purge_expired_revoked_keys(interval) IS
     'purge_expired_revoked_keys(older_than => 7 days): delete revoked keys whose grace ended more than older_than ago; returns how many.';
 COMMENT ON FUNCTION api_auth.mint_public_jwt(text, jsonb, text, text) IS
-    'mint_public_jwt(api_key, claims => {}, expiration => 1h, branch_name => NULL): an HS256 public access token for the environment the key authenticates (current or grace), signed with its canonical current key. NULL if the key authenticates nothing.';
+    'mint_public_jwt(api_key, claims => {}, expiration => 1h, branch_name => NULL): an HS256 public access token for the environment the key authenticates (current or grace), signed with its canonical current key; minted with a key in grace, it expires no later than that key''s window. claims.scopes must be scopes of the grammar (22023 otherwise). NULL if the key authenticates nothing.';
 COMMENT ON FUNCTION api_auth.validate_public_jwt(text) IS
     'validate_public_jwt(token): one row; ok with environment, claims and the verifying key (matched_by current | grace), or an error code: malformed, invalid_algorithm, missing_subject, environment_not_found, invalid_signature, expired, claim_invalid.';
 COMMENT ON FUNCTION api_auth.authorize(text[], text, jsonb) IS
@@ -40,9 +40,13 @@ COMMENT ON FUNCTION api_auth.authorize(text[], text, jsonb) IS
 COMMENT ON FUNCTION api_auth.mask_api_key(text) IS
     'mask_api_key(key): tr_prod_ab…yz, safe to display or log.';
 COMMENT ON FUNCTION api_auth.create_session(text, text, text, jsonb, text, text[], jsonb, timestamptz) IS
-    'create_session(environment_id, type, task_identifier, trigger_config, external_id, tags, metadata, expires_at): create or (same external_id) return a session, with a session-scoped public token. Triggers no run.';
+    'Admin only. create_session(environment_id, type, task_identifier, trigger_config, external_id, tags, metadata, expires_at): create or (same external_id, same task and type) return a session, with a session-scoped public token. Triggers no run. Clients use create_session_as.';
 COMMENT ON FUNCTION api_auth.get_session(text, text) IS
-    'get_session(environment_id, session): a session by id or external_id; zero rows if none.';
+    'Admin only. get_session(environment_id, session): a session by id or external_id; zero rows if none. Clients use get_session_as.';
+COMMENT ON FUNCTION api_auth.create_session_as(text, text, text, jsonb, text, text[], jsonb, timestamptz, text) IS
+    'create_session_as(credential, type, task_identifier, trigger_config, external_id, tags, metadata, expires_at, branch_name): create_session in the environment the credential (secret key, or public token with write:tasks:<task> or write:sessions) authenticates. 28000 unknown credential, 42501 scope denied, 55000 external_id taken by another task or type, or closed.';
+COMMENT ON FUNCTION api_auth.get_session_as(text, text, text) IS
+    'get_session_as(credential, session, branch_name): a session of the environment the credential authenticates, by id or external_id; zero rows if none. A token needs read:sessions:<id or external id>, read:tasks:<the session''s task> or read:sessions (42501).';
 
 -- Keys are readable only through the functions above.
 REVOKE ALL ON ALL TABLES IN SCHEMA api_auth FROM PUBLIC;

@@ -76,7 +76,8 @@ CREATE TYPE api_auth.token_validation AS (
     environment_type   text,
     claims             jsonb,
     matched_by         text,
-    revoked_api_key_id text
+    revoked_api_key_id text,
+    grace_expires_at   timestamptz
 );
 
 -- pg_dump must keep keys and grace rows: a restore must never revoke every key.

@@ -19,6 +19,12 @@ pub enum ApiAuthError {
     InvalidParameter(String),
     /// `55000` object_not_in_prerequisite_state: e.g. rotating a preview branch.
     WrongState(String),
+    /// `28000` invalid_authorization_specification: the credential presented
+    /// to a client-facing function authenticates nothing.
+    Unauthenticated(String),
+    /// `42501` insufficient_privilege: the credential authenticates, but its
+    /// scopes do not allow what was asked.
+    ScopeDenied(String),
     /// `XX000` internal_error: SPI misuse or the OS random source failing.
     Internal(String),
 }
@@ -36,6 +42,8 @@ impl ApiAuthError {
             Self::NullArgument(_) => PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             Self::InvalidParameter(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             Self::WrongState(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::Unauthenticated(_) => PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            Self::ScopeDenied(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::Internal(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -43,9 +51,12 @@ impl ApiAuthError {
     fn message(&self) -> String {
         match self {
             Self::NullArgument(arg) => format!("{arg} must not be NULL"),
-            Self::NotFound(m) | Self::InvalidParameter(m) | Self::WrongState(m) | Self::Internal(m) => {
-                m.clone()
-            }
+            Self::NotFound(m)
+            | Self::InvalidParameter(m)
+            | Self::WrongState(m)
+            | Self::Unauthenticated(m)
+            | Self::ScopeDenied(m)
+            | Self::Internal(m) => m.clone(),
         }
     }
 

@@ -6,7 +6,9 @@
 //! - [`rotation`]: `rotate_api_key`, `set_revoked_expiry`, `purge_expired_revoked_keys`
 //! - [`tokens`]: public access tokens, `mint_public_jwt` / `validate_public_jwt`
 //! - [`scopes`]: `authorize`
-//! - [`sessions`]: `create_session` / `get_session`
+//! - [`sessions`]: `create_session(_as)` / `get_session(_as)`
+//! - [`caller`]: client-facing functions resolve the environment from the
+//!   caller's credential, never from a caller-chosen id
 //!
 //! Plumbing: [`errors`] (the one place errors become `ereport`), [`settings`]
 //! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend),
@@ -16,6 +18,7 @@
 
 use pgrx::prelude::*;
 
+pub mod caller;
 pub mod compat;
 pub mod errors;
 pub mod keys;
@@ -48,8 +51,14 @@ extension_sql_file!(
         scopes::authorize,
         sessions::create_session,
         sessions::get_session,
+        sessions::create_session_as,
+        sessions::get_session_as,
     ]
 );
+// Restores that load the tables in any order (since 0.4.0).
+extension_sql_file!("../sql/restore.sql", name = "restore", requires = ["schema"]);
+// Change notifications for answer caches (since 0.4.0).
+extension_sql_file!("../sql/invalidation.sql", name = "invalidation", requires = ["schema"]);
 // Roles, the audit trail and privileges (since 0.2.0): last of all.
 extension_sql_file!("../sql/security.sql", name = "security", finalize);
 

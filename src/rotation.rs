@@ -17,9 +17,11 @@ use crate::settings;
 
 // Locks the environment and resolves the grace window once: the argument, or
 // the api_auth.rotation_grace_period setting; ROTATE then uses its end as is.
+// The window's end is compared, not the interval: '1 mon -29 days' is not
+// "negative" as an interval, yet can end before now.
 plan!(LOCK_ENVIRONMENT, true, [TEXTOID, INTERVALOID, FLOAT8OID],
     "SELECT e.type, e.parent_environment_id IS NOT NULL, e.archived_at IS NOT NULL, \
-            g.grace < interval '0', pg_catalog.now() + g.grace \
+            pg_catalog.now() + g.grace < pg_catalog.now(), pg_catalog.now() + g.grace \
      FROM api_auth.runtime_environment e, \
           LATERAL (SELECT coalesce($2, pg_catalog.make_interval(secs => $3)) AS grace) g \
      WHERE e.id = $1 FOR UPDATE OF e");
@@ -56,7 +58,8 @@ plan!(PURGE, true, [INTERVALOID],
         FROM counted \
      ) SELECT n FROM counted");
 
-plan!(IS_NEGATIVE, false, [INTERVALOID], "SELECT $1 < interval '0'");
+// The purge's cutoff must not lie ahead (compared as times, like the grace window).
+plan!(CUTS_INTO_FUTURE, false, [INTERVALOID], "SELECT pg_catalog.now() - $1 > pg_catalog.now()");
 
 type RotationRow = (String, String, String, TimestampWithTimeZone);
 
@@ -78,7 +81,7 @@ fn rotate(environment_id: Option<&str>, grace: Option<Interval>) -> Result<Rotat
             return Err(ApiAuthError::WrongState(format!("environment \"{environment_id}\" is archived")));
         }
         if row.get::<bool>(4)? == Some(true) {
-            return Err(ApiAuthError::invalid("grace must not be negative"));
+            return Err(ApiAuthError::invalid("grace must not be negative (its end would lie before now)"));
         }
         let expires_at: TimestampWithTimeZone = row
             .get(5)?
@@ -172,9 +175,9 @@ fn set_revoked_expiry(
 fn purge(older_than: Option<Interval>) -> Result<i64> {
     let older_than = older_than.ok_or(ApiAuthError::NullArgument("older_than"))?;
     Spi::connect(|client| {
-        let negative = IS_NEGATIVE.run(client, &[older_than.into()])?.first().get_one::<bool>()?;
+        let negative = CUTS_INTO_FUTURE.run(client, &[older_than.into()])?.first().get_one::<bool>()?;
         if negative == Some(true) {
-            return Err(ApiAuthError::invalid("older_than must not be negative"));
+            return Err(ApiAuthError::invalid("older_than must not be negative (the cutoff would lie ahead of now)"));
         }
         Ok(PURGE.run(client, &[older_than.into()])?.first().get_one::<i64>()?.unwrap_or(0))
     })

@@ -1,5 +1,13 @@
-//! The `api_auth.*` settings (GUCs). Any of them can be set per database
-//! (`ALTER DATABASE … SET`), per role, or per session.
+//! The `api_auth.*` settings (GUCs).
+//!
+//! The token validation policy (`jwt_issuer`, `jwt_audience`, `jwt_leeway`,
+//! `jwt_require_exp`) is superuser-only (`PGC_SUSET`): set in
+//! postgresql.conf, or with `ALTER DATABASE … SET` / `ALTER ROLE … SET` by a
+//! superuser. Were it user-settable, any pooled client connection could
+//! weaken validation for itself (`SET api_auth.jwt_leeway = 3600`).
+//! `rotation_grace_period` and `audit_actor` stay settable per session: the
+//! former only matters to admins who may rotate anyway, the latter is
+//! informative (the audit trail's `database_user` is authoritative).
 
 use std::ffi::CString;
 
@@ -45,7 +53,7 @@ pub fn init() {
         c"Issuer (iss) of public access tokens.",
         c"Written by mint_public_jwt and required by validate_public_jwt.",
         &JWT_ISSUER,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_string_guc(
@@ -53,7 +61,7 @@ pub fn init() {
         c"Audience (aud) of public access tokens.",
         c"Written by mint_public_jwt and required by validate_public_jwt.",
         &JWT_AUDIENCE,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -63,7 +71,7 @@ pub fn init() {
         &JWT_LEEWAY,
         0,
         3600,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::UNIT_S,
     );
     GucRegistry::define_bool_guc(
@@ -71,7 +79,7 @@ pub fn init() {
         c"Refuse public tokens without an exp claim.",
         c"",
         &JWT_REQUIRE_EXP,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::default(),
     );
     // Typos such as `SET api_auth.grace = …` become errors instead of silent placeholders.

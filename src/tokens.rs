@@ -74,33 +74,57 @@ pub fn sign(key: &str, subject: &str, claims: Map<String, Value>, exp: i64) -> R
     tokens::mint(key.as_bytes(), subject, claims, &policy, now_epoch(), exp).map_err(ApiAuthError::invalid)
 }
 
+/// Seconds since the Unix epoch of a PostgreSQL timestamp (rounded down).
+pub fn epoch_seconds(t: TimestampWithTimeZone) -> i64 {
+    const UNIX_EPOCH_IN_PG_SECONDS: i64 = 946_684_800; // 2000-01-01 - 1970-01-01
+    pg_sys::TimestampTz::from(t).div_euclid(1_000_000) + UNIX_EPOCH_IN_PG_SECONDS
+}
+
+/// The latest `exp` a token minted for a caller may carry: what was asked,
+/// but never past the end of the grace window of the key that authenticated
+/// the caller. A key in grace may have been rotated because it leaked; ending
+/// its window early must end everything it obtained.
+pub fn cap_to_grace(exp: i64, grace_expires_at: Option<TimestampWithTimeZone>) -> i64 {
+    match grace_expires_at {
+        Some(end) => exp.min(epoch_seconds(end)),
+        None => exp,
+    }
+}
+
+/// Which key verified a token's signature.
+pub struct Verified {
+    pub matched_by: MatchedBy,
+    pub revoked_api_key_id: Option<String>,
+    /// End of the grace window of the key that verified it (grace only).
+    pub grace_expires_at: Option<TimestampWithTimeZone>,
+}
+
 /// The grace fallback for tokens: current key first, then the signing
 /// environment's keys still in grace, the window ending last first. The
 /// (runtime_environment_id, expires_at) index skips expired rows.
-fn verify_with_environment_keys(
-    token: &UnverifiedToken<'_>,
-    env: &SigningEnvironment,
-) -> Result<Option<(MatchedBy, Option<String>)>> {
+fn verify_with_environment_keys(token: &UnverifiedToken<'_>, env: &SigningEnvironment) -> Result<Option<Verified>> {
     if token.verify_signature(env.current_key.as_bytes()) {
-        return Ok(Some((MatchedBy::Current, None)));
+        return Ok(Some(Verified { matched_by: MatchedBy::Current, revoked_api_key_id: None, grace_expires_at: None }));
     }
-    let mut in_grace: Vec<(String, String)> = Vec::new();
+    let mut in_grace: Vec<(String, String, Option<TimestampWithTimeZone>)> = Vec::new();
     probe::REVOKED_BY_ENVIRONMENT.scan(
         &[Key::Equals(&env.signer_id), Key::After(probe::now())],
-        &[c"id", c"api_key"],
+        &[c"id", c"api_key", c"expires_at"],
         |row| {
             if let (Some(id), Some(key)) = (row.text(0), row.text(1)) {
-                in_grace.push((id, key));
+                in_grace.push((id, key, row.timestamp(2)));
             }
             ControlFlow::<()>::Continue(())
         },
     )?;
     // Index order is expires_at ascending.
-    Ok(in_grace
-        .into_iter()
-        .rev()
-        .find(|(_, key)| token.verify_signature(key.as_bytes()))
-        .map(|(id, _)| (MatchedBy::Grace, Some(id))))
+    Ok(in_grace.into_iter().rev().find(|(_, key, _)| token.verify_signature(key.as_bytes())).map(
+        |(id, _, expires_at)| Verified {
+            matched_by: MatchedBy::Grace,
+            revoked_api_key_id: Some(id),
+            grace_expires_at: expires_at,
+        },
+    ))
 }
 
 fn mint(
@@ -121,6 +145,7 @@ fn mint(
         .map_err(|e| ApiAuthError::invalid(e.to_string()))?;
     let Some(api_key) = api_key else { return Ok(None) };
     let Some(env) = lookup::find(api_key, branch_name)? else { return Ok(None) };
+    let exp = cap_to_grace(exp, env.grace_expires_at);
     // env.api_key is the canonical current key (the parent's for a branch),
     // never the possibly-in-grace key the caller presented.
     sign(&env.api_key, &env.id, claims, exp).map(Some)
@@ -128,7 +153,8 @@ fn mint(
 
 /// Mint a public access token for the environment `api_key` authenticates
 /// (current key or a key in grace), signed with that environment's canonical
-/// current key. NULL when the key authenticates nothing.
+/// current key. NULL when the key authenticates nothing. Minted with a key in
+/// grace, the token expires no later than that key's window.
 ///
 /// No `SET search_path` (a per-call cost on a request path): it runs no SQL,
 /// only the lookup's index probes.
@@ -148,8 +174,7 @@ pub struct Validation {
     pub environment: SigningEnvironment,
     /// The verified payload's JSON text, as sent.
     pub claims_json: String,
-    pub matched_by: MatchedBy,
-    pub revoked_api_key_id: Option<String>,
+    pub verified: Verified,
 }
 
 pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenError>> {
@@ -164,7 +189,7 @@ pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenErro
     let Some(environment) = signing_environment(subject)? else {
         return Ok(Err(TokenError::EnvironmentNotFound));
     };
-    let Some((matched_by, revoked_api_key_id)) = verify_with_environment_keys(&parsed, &environment)? else {
+    let Some(verified) = verify_with_environment_keys(&parsed, &environment)? else {
         return Ok(Err(TokenError::InvalidSignature));
     };
     let (issuer, audience) = policy_settings();
@@ -177,22 +202,13 @@ pub fn validate(token: &str) -> Result<std::result::Result<Validation, TokenErro
     if let Err(e) = parsed.check_claims(&policy, now_epoch()) {
         return Ok(Err(e));
     }
-    // jsonb cannot store U+0000: refuse such a payload rather than fail
-    // while building the row.
-    if parsed.claims().iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+    // What jsonb cannot store (U+0000, numbers beyond numeric) is refused
+    // here rather than failing while the row is built.
+    if !tokens::fits_jsonb(parsed.payload_json()) {
         return Ok(Err(TokenError::ClaimInvalid));
     }
     let claims_json = parsed.payload_json().to_owned();
-    Ok(Ok(Validation { environment, claims_json, matched_by, revoked_api_key_id }))
-}
-
-fn holds_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
-        _ => false,
-    }
+    Ok(Ok(Validation { environment, claims_json, verified }))
 }
 
 /// JSON text that becomes `jsonb` through PostgreSQL's own parser: a verified
@@ -240,12 +256,14 @@ type ValidationRow = (
     Option<JsonbText>,
     Option<String>,
     Option<String>,
+    Option<TimestampWithTimeZone>,
 );
 
 /// Validate a public access token. Always one row: `ok`, and either the
 /// environment, claims and verifying key, or a stable `error` code
 /// (`malformed`, `invalid_algorithm`, `missing_subject`, `environment_not_found`,
-/// `invalid_signature`, `expired`, `claim_invalid`).
+/// `invalid_signature`, `expired`, `claim_invalid`). For a token verified by a
+/// key in grace, `grace_expires_at` says when that key (and so the token) stops working.
 ///
 /// Declared by hand, like `find_environment_by_api_key` and for the same
 /// reasons: the named result type `api_auth.token_validation`, and no
@@ -268,9 +286,11 @@ fn validate_public_jwt(
         name!(claims, Option<JsonbText>),
         name!(matched_by, Option<String>),
         name!(revoked_api_key_id, Option<String>),
+        name!(grace_expires_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    let refused = |e: TokenError| -> ValidationRow { (false, Some(e.code().to_owned()), None, None, None, None, None) };
+    let refused =
+        |e: TokenError| -> ValidationRow { (false, Some(e.code().to_owned()), None, None, None, None, None, None) };
     let row = match token {
         None => refused(TokenError::Malformed),
         Some(token) => match validate(token).or_report() {
@@ -280,8 +300,9 @@ fn validate_public_jwt(
                 Some(v.environment.id),
                 Some(v.environment.kind),
                 Some(JsonbText(v.claims_json)),
-                Some(v.matched_by.as_str().to_owned()),
-                v.revoked_api_key_id,
+                Some(v.verified.matched_by.as_str().to_owned()),
+                v.verified.revoked_api_key_id,
+                v.verified.grace_expires_at,
             ),
             Err(e) => refused(e),
         },

@@ -14,11 +14,13 @@ pub fn admin_dsn() -> String {
     )
 }
 
-/// The bin/ folder of the PostgreSQL the suites run against (psql, pg_dump, ...):
-/// `API_AUTH_PGBIN`, which scripts/test.sh sets for the version under test;
-/// Debian's 15 by default.
-pub fn pg_bin() -> std::path::PathBuf {
-    std::env::var_os("API_AUTH_PGBIN").map(Into::into).unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+/// The folder of the PostgreSQL client and server programs (`pg_dump`,
+/// `pg_restore`, `psql`, ...) matching the test cluster: `API_AUTH_PG_BINDIR`,
+/// else Debian's PostgreSQL 15.
+pub fn pg_bindir() -> std::path::PathBuf {
+    std::env::var_os("API_AUTH_PG_BINDIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
 }
 
 /// The major version of the test cluster's server (14, 15, ... 18).

@@ -173,7 +173,7 @@ fn created_environments_have_spec_key_formats() {
 }
 
 #[test]
-fn tables_are_kept_by_pg_dump() {
+fn tables_and_the_audit_counter_are_kept_by_pg_dump() {
     let (_, mut db) = fresh("dump");
     let tables: Vec<String> = db
         .query("SELECT unnest(extconfig)::regclass::text FROM pg_extension WHERE extname = 'api_auth' ORDER BY 1", &[])
@@ -181,7 +181,16 @@ fn tables_are_kept_by_pg_dump() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["api_auth.audit_event", "api_auth.revoked_api_key", "api_auth.runtime_environment", "api_auth.session"]);
+    assert_eq!(
+        tables,
+        [
+            "api_auth.audit_event",
+            "api_auth.audit_event_id_seq",
+            "api_auth.revoked_api_key",
+            "api_auth.runtime_environment",
+            "api_auth.session"
+        ]
+    );
 }
 
 #[test]

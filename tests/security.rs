@@ -1,5 +1,5 @@
 //! Least privilege, search_path safety and the audit trail (issue 6), and the
-//! upgrades from the 0.1.0 and 0.2.0 releases.
+//! upgrades from every earlier release (0.1.0, 0.2.0, 0.3.0), with data in the tables.
 
 use api_auth_tests::*;
 
@@ -37,6 +37,10 @@ fn client_role_can_authenticate_but_not_read_keys_or_rotate() {
         "SELECT * FROM api_auth.set_revoked_expiry('x', now())",
         "SELECT * FROM api_auth.create_environment('x', 'PRODUCTION')",
         "SELECT api_auth.purge_expired_revoked_keys()",
+        // A bare environment id is an admin's to name: a client login could
+        // otherwise get tokens signed for, and read sessions of, any environment.
+        "SELECT * FROM api_auth.create_session('env_any', 'chat', 'foo')",
+        "SELECT * FROM api_auth.get_session('env_any', 'chat-1')",
     ] {
         let err = client.query(sql, &[]).unwrap_err();
         assert_eq!(sqlstate(&err), "42501", "{sql} should be denied: {}", db_message(&err));
@@ -47,7 +51,15 @@ fn client_role_can_authenticate_but_not_read_keys_or_rotate() {
     let token: String = client.query_one("SELECT api_auth.mint_public_jwt($1)", &[&k1]).unwrap().get(0);
     assert!(validate(&mut client, &token).0);
     assert!(client.query_one("SELECT api_auth.authorize('{admin}', 'read', '[]')", &[]).is_ok());
-    client.query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'foo')", &[&env]).unwrap();
+    // Sessions through the caller's credential: the environment comes from the key.
+    let row = client
+        .query_one("SELECT id, environment_id FROM api_auth.create_session_as($1, 'chat', 'foo', external_id => 'c1')", &[&k2])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(1), env);
+    let got: String = client.query_one("SELECT id FROM api_auth.get_session_as($1, 'c1')", &[&k1]).unwrap().get(0);
+    assert_eq!(got, row.get::<_, String>(0));
+    let err = client.query("SELECT * FROM api_auth.create_session_as('tr_prod_unknownunknownunknown', 'chat', 'foo')", &[]).unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{}", db_message(&err));
 
     // A key in grace never reveals its successor to a client...
     let shown: Option<String> = client
@@ -286,8 +298,25 @@ fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
         .query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k1])
         .unwrap()
         .get(0);
+    let session: String = old
+        .query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'foo', external_id => 'chat-1')", &[&env])
+        .unwrap()
+        .get(0);
+    let trail_before: Vec<String> = if from == "0.1.0" {
+        Vec::new() // 0.1.0 had no audit trail
+    } else {
+        old.query("SELECT a::text FROM api_auth.audit_event a ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
 
     old.batch_execute(&format!("ALTER EXTENSION api_auth UPDATE TO '{current}'")).unwrap();
+    let trail_after: Vec<String> =
+        old.query("SELECT a::text FROM api_auth.audit_event a ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(trail_after, trail_before, "the upgrade keeps the audit trail as it was");
+    let got: String = old
+        .query_one("SELECT id FROM api_auth.get_session_as($1, 'chat-1')", &[&k2])
+        .unwrap()
+        .get(0);
+    assert_eq!(got, session, "a session created before the upgrade is found after it");
     assert_eq!(lookup(&mut old, &k1, None), Some((env.clone(), "grace".into())), "grace row survives");
     assert_eq!(lookup(&mut old, &k2, None), Some((env.clone(), "current".into())));
     let v = validate(&mut old, &token);

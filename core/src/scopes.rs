@@ -2,11 +2,26 @@
 //!
 //! A scope is `action:type`, `action:type:id`, `action:all`, or `admin`.
 //! Access is granted when *any* resource is matched by *any* scope.
-//! Malformed scopes are not errors: they simply match nothing, so a token
-//! carrying junk is no more powerful than one without it.
+//! Malformed scopes are not errors when a token is checked: they simply match
+//! nothing, so a token carrying junk is no more powerful than one without it.
+//! Where this service *writes* scopes (minting, session tokens) anything
+//! outside the grammar is refused instead ([`check`]).
+//!
+//! Why ids have a grammar of their own: scopes travel as text that others
+//! split. The forward-auth header lists them separated by spaces, and a
+//! session token embeds the caller's `externalId` in its scopes. Were spaces
+//! (or commas, quotes, non-ASCII) allowed in an id, `read:sessions:x admin`
+//! would read as `admin` to a gateway splitting on spaces. So an id is 1 to
+//! [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 - _ . ~ : @ / + =`: enough for
+//! task slugs, UUIDs, e-mail addresses, paths and base64, and nothing that
+//! separates, quotes or needs encoding in an HTTP header.
 
 /// Longest scope string considered; longer ones match nothing.
 pub const MAX_SCOPE_LEN: usize = 512;
+/// Longest id in `action:type:id` (and longest session `externalId`).
+pub const MAX_ID_LEN: usize = 256;
+/// The characters of an id besides ASCII letters and digits.
+pub const ID_PUNCTUATION: &[u8] = b"-_.~:@/+=";
 
 /// One resource a route acts on: `{type, id?}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +47,19 @@ fn is_word(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// One byte of an id: an ASCII letter or digit, or one of [`ID_PUNCTUATION`].
+pub fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || ID_PUNCTUATION.contains(&b)
+}
+
+/// Is `id` a well-formed resource id (the `id` of `action:type:id`)?
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(is_id_byte)
+}
+
+/// What a well-formed id is, for error messages.
+pub const ID_RULE: &str = "1 to 256 characters of A-Z a-z 0-9 - _ . ~ : @ / + =";
+
 /// Parse one scope; `None` for anything outside the grammar.
 pub fn parse(scope: &str) -> Option<Scope<'_>> {
     if scope.len() > MAX_SCOPE_LEN {
@@ -47,9 +75,7 @@ pub fn parse(scope: &str) -> Option<Scope<'_>> {
         ("all", None) => Some(Scope::All { action }),
         ("all", Some(_)) => None,
         (kind, None) => Some(Scope::Type { action, kind }),
-        (kind, Some(id)) if !id.is_empty() && !id.chars().any(char::is_control) => {
-            Some(Scope::One { action, kind, id })
-        }
+        (kind, Some(id)) if is_valid_id(id) => Some(Scope::One { action, kind, id }),
         _ => None,
     }
 }
@@ -65,6 +91,19 @@ impl Scope<'_> {
                 a == action && kind == resource.kind && resource.id == Some(id)
             }
         }
+    }
+}
+
+/// A scope about to be written into a token: `Ok` if it is in the grammar,
+/// else a message saying what a scope is.
+pub fn check(scope: &str) -> Result<(), String> {
+    match parse(scope) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "\"{}\" is not a scope: a scope is admin, action:all, action:type or action:type:id \
+             (action and type: letters, digits, - and _; id: {ID_RULE})",
+            scope.escape_default()
+        )),
     }
 }
 
@@ -101,11 +140,28 @@ mod tests {
     #[test]
     fn malformed_scopes_match_nothing() {
         for bad in ["", "write", "write:", ":tasks", "write::foo", "write:tasks:", "write:all:x",
-                    "ADMIN ", " admin", "wr ite:tasks", "write:tasks:a\nb"] {
+                    "ADMIN ", " admin", "wr ite:tasks", "write:tasks:a\nb",
+                    // ids that a reader splitting on spaces, commas or quotes would misread
+                    "read:sessions:x admin", "read:sessions:x,admin", "read:sessions:x\"", "read:tasks:caf\u{e9}",
+                    "read:tasks:a\tb", "read:tasks:a;b", "read:tasks:a%20b"] {
             assert_eq!(parse(bad), None, "{bad:?}");
             assert!(!authorize(&[bad], "write", &[task("foo"), SESSIONS]), "{bad:?}");
         }
         assert_eq!(parse(&"a".repeat(MAX_SCOPE_LEN + 1)), None);
+    }
+
+    #[test]
+    fn the_id_grammar() {
+        for good in ["foo", "run_1234", "a:b", "user@example.com", "org/proj/task", "b64+/=", "x.y~z-1"] {
+            assert!(is_valid_id(good), "{good:?}");
+            assert!(check(&format!("read:tasks:{good}")).is_ok());
+        }
+        assert!(is_valid_id(&"a".repeat(MAX_ID_LEN)));
+        assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
+        assert!(!is_valid_id(""));
+        let err = check("read:sessions:x admin").unwrap_err();
+        assert!(err.contains("not a scope") && err.contains("A-Z a-z 0-9"), "{err}");
+        assert!(check("write:tasks:a\nb").unwrap_err().contains("\\n"), "control characters are shown escaped");
     }
 
     #[test]

@@ -210,11 +210,69 @@ impl<'a> UnverifiedToken<'a> {
     }
 }
 
+/// Largest exponent, and most digits, of a number that [`fits_jsonb`] accepts.
+/// PostgreSQL's `numeric` takes far more (131072 digits before the point,
+/// 16383 after); these bounds keep every accepted number well inside that on
+/// every supported version, and no real claim comes near them.
+pub const MAX_JSON_NUMBER_EXPONENT: i64 = 1000;
+pub const MAX_JSON_NUMBER_DIGITS: usize = 1000;
+
+/// Would PostgreSQL's `jsonb` store this JSON text (already known to be valid
+/// JSON)? It refuses two things JSON allows: the escape `\u0000` inside a
+/// string (key or value, duplicates included), and numbers out of `numeric`'s
+/// range such as `1e-20000`. A verified token whose payload does not fit is
+/// refused as `claim_invalid` rather than failing while its row is built.
+pub fn fits_jsonb(json: &str) -> bool {
+    let b = json.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        if b.get(i + 1) == Some(&b'u') && b.get(i + 2..i + 6) == Some(b"0000".as_slice()) {
+                            return false;
+                        }
+                        i += 1; // the escaped byte (for \uXXXX the hex digits are plain bytes)
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    i += 1;
+                }
+                if !number_fits(&json[start..i]) {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+fn number_fits(n: &str) -> bool {
+    let (mantissa, exponent) = match n.find(['e', 'E']) {
+        Some(at) => (&n[..at], &n[at + 1..]),
+        None => (n, "0"),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    // An exponent too long to parse is out of range too.
+    let exponent = exponent.parse::<i64>().unwrap_or(i64::MAX);
+    digits <= MAX_JSON_NUMBER_DIGITS && exponent.abs() <= MAX_JSON_NUMBER_EXPONENT
+}
+
 /// Sign a public access token for environment `subject` with `key`.
 ///
 /// Caller-supplied `extra` claims are kept (`scopes`, `realtime`, `otu`, …) but
 /// the claims that carry authority are always ours: `sub`, `pub`, `iss`, `aud`,
-/// `iat`, `exp`. `scopes`, when present, must be an array of strings.
+/// `iat`, `exp`. `scopes`, when present, must be an array of strings each in
+/// the scope grammar ([`crate::scopes::check`]): this service never signs a
+/// scope that a reader could split or misread.
 pub fn mint(
     key: &[u8],
     subject: &str,
@@ -222,13 +280,20 @@ pub fn mint(
     policy: &ClaimPolicy<'_>,
     iat: i64,
     exp: i64,
-) -> Result<String, &'static str> {
+) -> Result<String, String> {
     match extra.get("scopes") {
         None | Some(Value::Null) => {
             extra.remove("scopes");
         }
-        Some(Value::Array(list)) if list.iter().all(Value::is_string) => {}
-        Some(_) => return Err("claims.scopes must be an array of strings"),
+        Some(Value::Array(list)) => {
+            for scope in list {
+                let Value::String(scope) = scope else {
+                    return Err("claims.scopes must be an array of strings".into());
+                };
+                crate::scopes::check(scope).map_err(|e| format!("claims.scopes: {e}"))?;
+            }
+        }
+        Some(_) => return Err("claims.scopes must be an array of strings".into()),
     }
     extra.insert("sub".into(), subject.into());
     extra.insert("pub".into(), true.into());
@@ -239,7 +304,7 @@ pub fn mint(
     let mut header = Header::new(Algorithm::HS256);
     header.typ = None; // the SDK's header is exactly {"alg":"HS256"}
     jsonwebtoken::encode(&header, &extra, &EncodingKey::from_secret(key))
-        .map_err(|_| "could not encode token")
+        .map_err(|_| "could not encode token".to_string())
 }
 
 #[cfg(test)]
@@ -319,8 +384,35 @@ mod tests {
 
     #[test]
     fn mint_refuses_bad_scopes() {
-        let extra = json!({"scopes": "admin"}).as_object().unwrap().clone();
-        assert!(mint(KEY, "env_1", extra, &ClaimPolicy::default(), NOW, NOW + 60).is_err());
+        let mint_scopes = |scopes: Value| {
+            let extra = json!({ "scopes": scopes }).as_object().unwrap().clone();
+            mint(KEY, "env_1", extra, &ClaimPolicy::default(), NOW, NOW + 60)
+        };
+        assert!(mint_scopes(json!("admin")).is_err());
+        assert!(mint_scopes(json!([1])).is_err());
+        let err = mint_scopes(json!(["read:runs", "read:sessions:x admin"])).unwrap_err();
+        assert!(err.contains("read:sessions:x admin") && err.contains("not a scope"), "{err}");
+        assert!(mint_scopes(json!(["read:sessions:caf\u{e9}"])).is_err());
+        assert!(mint_scopes(json!(["read:runs", "write:tasks:org/foo", "admin"])).is_ok());
+    }
+
+    #[test]
+    fn fits_jsonb_refuses_nul_escapes_and_huge_numbers() {
+        for ok in [r#"{"a":1,"b":-2.5e10,"c":"x\\u0000","d":"\u0001","e":[1e-1000,1e1000]}"#, r#"{}"#] {
+            assert!(fits_jsonb(ok), "{ok}");
+        }
+        for bad in [
+            r#"{"a":"\u0000"}"#,
+            r#"{"a":"x","a":"\u0000"}"#,
+            r#"{"\u0000":1}"#,
+            r#"{"n":1e-20000}"#,
+            r#"{"n":1E1001}"#,
+            r#"{"n":1e99999999999999999999999}"#,
+        ] {
+            assert!(!fits_jsonb(bad), "{bad}");
+        }
+        let long = format!(r#"{{"n":{}}}"#, "9".repeat(MAX_JSON_NUMBER_DIGITS + 1));
+        assert!(!fits_jsonb(&long));
     }
 
     #[test]

@@ -21,8 +21,9 @@ fn is_word(s: &str) -> bool {
 }
 
 /// The grammar restated independently: `admin`, `action:all`, `action:type`,
-/// `action:type:id` (words are `[A-Za-z0-9_-]+`; the id is any non-empty text
-/// without control characters and may contain ':'; `all` takes no id).
+/// `action:type:id` (words are `[A-Za-z0-9_-]+`; the id is 1 to 256 of
+/// `[A-Za-z0-9._~:@/+=-]`, so it may contain ':' but never a space, comma,
+/// quote or non-ASCII character; `all` takes no id).
 fn reference(s: &str) -> Option<Scope<'_>> {
     if s.len() > MAX_SCOPE_LEN {
         return None;
@@ -41,7 +42,9 @@ fn reference(s: &str) -> Option<Scope<'_>> {
         None => None,
         Some(i) => {
             let (kind, id) = (&rest[..i], &rest[i + 1..]);
-            if kind == "all" || !is_word(kind) || id.is_empty() || id.chars().any(char::is_control) {
+            let id_ok = (1..=256).contains(&id.len())
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "._~:@/+=-".contains(c));
+            if kind == "all" || !is_word(kind) || !id_ok {
                 None
             } else {
                 Some(Scope::One { action, kind, id })

@@ -8,7 +8,7 @@
 
 use api_auth_core::keys::{classify, CredentialKind};
 use api_auth_core::tokens::{
-    is_public_token_shape, parse, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
+    fits_jsonb, is_public_token_shape, parse, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
     MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -66,6 +66,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).map(|b| b.len()).ok(), Some(32));
     if claims.get("pub") == Some(&Value::Bool(true)) {
         assert!(shape, "a parsed token with pub: true must classify as a public token");
+    }
+    // What jsonb would store: a payload said to fit holds no U+0000 anywhere.
+    if fits_jsonb(tok.payload_json()) {
+        fn holds_nul(v: &Value) -> bool {
+            match v {
+                Value::String(s) => s.contains('\0'),
+                Value::Array(a) => a.iter().any(holds_nul),
+                Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+                _ => false,
+            }
+        }
+        assert!(!claims.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)), "fits_jsonb let U+0000 through");
     }
 
     match tok.subject() {

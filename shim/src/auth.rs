@@ -158,14 +158,6 @@ pub enum Caller {
     Token(TokenAuth),
 }
 
-impl Caller {
-    pub fn environment_id(&self) -> &str {
-        match self {
-            Caller::Key(k) => &k.environment_id,
-            Caller::Token(t) => &t.environment_id,
-        }
-    }
-}
 
 /// Human wording of a token refusal.
 pub fn token_error_message(code: &str) -> &'static str {

@@ -38,12 +38,17 @@ pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String
     // A server-side bound on every statement, so a stuck query frees its
     // connection; kept above the client-side wait so the client times out first.
     let statement_timeout_ms = (db_timeout.as_millis() * 2).max(1000);
-    let options = match cfg.get_options() {
-        Some(o) if o.contains("statement_timeout") => o.to_string(),
-        Some(o) => format!("{o} -c statement_timeout={statement_timeout_ms}"),
-        None => format!("-c statement_timeout={statement_timeout_ms}"),
-    };
-    cfg.options(&options);
+    let mut options = cfg.get_options().unwrap_or_default().to_string();
+    if !options.contains("statement_timeout") {
+        options.push_str(&format!(" -c statement_timeout={statement_timeout_ms}"));
+    }
+    // Every name in the statements below resolves to a built-in: functions,
+    // operators and types are looked up in pg_catalog only, never in a schema
+    // someone planted on the role's search_path (or in pg_temp, listed last so
+    // that it is not searched first). Startup options outrank ALTER ROLE/DATABASE
+    // SET; appended last, this one outranks the URL's own options too.
+    options.push_str(" -c search_path=pg_catalog,pg_temp");
+    cfg.options(options.trim_start());
     let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size)
@@ -102,9 +107,13 @@ fn iso(col: &str) -> String {
 }
 
 /// `$n` (text, ISO-8601) or `$m` (float8, epoch milliseconds) as a timestamptz;
-/// both NULL gives NULL.
+/// both NULL gives NULL. Operands are of exact types (`float8 / float8`), so
+/// no implicit cast opens the door to a look-alike operator.
 fn timestamp_param(text: u8, millis: u8) -> String {
-    format!("(CASE WHEN ${millis}::float8 IS NOT NULL THEN to_timestamp(${millis}::float8 / 1000.0) ELSE ${text}::text::timestamptz END)")
+    format!(
+        "(CASE WHEN ${millis}::float8 IS NOT NULL THEN to_timestamp(${millis}::float8 / 1000::float8) \
+         ELSE ${text}::text::timestamptz END)"
+    )
 }
 
 pub const FIND_ENVIRONMENT: &str = "SELECT id, type, matched_by, revoked_api_key_id, project_id, organization_id, branch_name \
@@ -131,19 +140,21 @@ fn session_columns() -> String {
     )
 }
 
+/// Sessions go through the caller's credential ($1) and branch ($2): the
+/// extension resolves the environment and checks the token's scopes itself.
 pub static CREATE_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM api_auth.create_session($1::text, $2::text, \
-         $3::text, $4::jsonb, $5::text, \
-         $6::text[], $7::jsonb, {}) s",
+        "SELECT {} FROM api_auth.create_session_as($1::text, $3::text, \
+         $4::text, $5::jsonb, $6::text, \
+         $7::text[], $8::jsonb, {}, $2::text) s",
         session_columns(),
-        timestamp_param(8, 9)
+        timestamp_param(9, 10)
     )
 });
 
 pub static GET_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM api_auth.get_session($1::text, $2::text) s",
+        "SELECT {} FROM api_auth.get_session_as($1::text, $3::text, $2::text) s",
         session_columns()
     )
 });

@@ -159,6 +159,17 @@ pub fn from_db(err: &tokio_postgres::Error, not_found: &str) -> ApiError {
     if *code == SqlState::FOREIGN_KEY_VIOLATION {
         return ApiError::not_found(not_found).with_detail(message);
     }
+    // The extension's own refusals of a client-facing call (src/errors.rs
+    // raises them with routine "api_auth"): a credential that authenticates
+    // nothing, a token whose scopes do not allow the call.
+    if db.routine() == Some("api_auth") {
+        if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return ApiError::invalid_api_key();
+        }
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            return ApiError::scope_denied(message);
+        }
+    }
     if *code == SqlState::INSUFFICIENT_PRIVILEGE {
         return ApiError::internal().with_detail(format!("database role lacks a privilege: {message}"));
     }

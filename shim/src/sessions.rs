@@ -1,7 +1,10 @@
 //! `POST /api/v1/sessions` and `GET /api/v1/sessions/{id or externalId}`.
 //!
-//! Sessions are stored by `api_auth.create_session` (idempotent per environment
-//! and `externalId`) and read by `api_auth.get_session`. **No run is
+//! Sessions are stored by `api_auth.create_session_as` (idempotent per
+//! environment and `externalId`) and read by `api_auth.get_session_as`. Both
+//! take the caller's credential, resolve the environment and check a token's
+//! scopes inside the extension (403 from there, with the scopes it needed); a
+//! repeat of an `externalId` naming another task or type is 409. **No run is
 //! triggered**: there is no task runner behind this service, so the response
 //! has no `runId` and `currentRunId` is always null.
 
@@ -9,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::auth::{self, Caller};
+use crate::auth;
 use crate::body::{self, DateParam, Fields};
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
@@ -38,18 +41,6 @@ fn session_json(r: &tokio_postgres::Row, created: bool) -> Value {
         v["isCached"] = json!(r.get::<_, Option<bool>>(12).unwrap_or(false));
     }
     v
-}
-
-fn denied(scopes: &[String], wanted: &[String]) -> ApiError {
-    let has = if scopes.is_empty() {
-        "none".to_string()
-    } else {
-        scopes.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
-    };
-    let want = wanted.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" or ");
-    ApiError::scope_denied(format!(
-        "Public access token is missing required permissions. One of {want} is required; the token has {has}"
-    ))
 }
 
 struct CreateBody {
@@ -91,24 +82,20 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     body::check_length(&parts.headers, body::MAX_BODY, true)?;
     let cred = auth::credential(&parts.headers, &mut ctx.log);
     let client = db::client(&app.pools.public).await?;
-    let caller = auth::authenticate(&client, cred.as_ref(), &parts.headers, &mut ctx.log).await?;
+    // Authenticate first (401 whatever the body), then let the extension
+    // authenticate again and authorize, in the statement that writes.
+    auth::authenticate(&client, cred.as_ref(), &parts.headers, &mut ctx.log).await?;
+    let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
+    let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let b = parse_create(&bytes)?;
 
-    if let Caller::Token(t) = &caller {
-        let scopes = t.scopes();
-        let resources = json!([{ "type": "tasks", "id": b.task }, { "type": "sessions" }]);
-        if !auth::authorize(&client, &scopes, "write", &resources).await? {
-            return Err(denied(&scopes, &[format!("write:tasks:{}", b.task), "write:sessions".into()]));
-        }
-    }
-
-    let env = caller.environment_id().to_string();
     let rows = db::query(
         &client,
         &db::CREATE_SESSION,
         &[
-            &env,
+            &cred.value,
+            &branch,
             &b.kind,
             &b.task,
             &b.trigger_config,
@@ -132,25 +119,11 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: String) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let client = db::client(&app.pools.public).await?;
-    let caller = auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
-    let env = caller.environment_id().to_string();
-    let rows = db::query(&client, &db::GET_SESSION, &[&env, &session], "Session not found").await?;
+    auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
+    let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
+    let Ok(branch) = auth::branch(req.headers()) else { return Err(ApiError::invalid_api_key()) };
+    // Read against the session's own id, external id and task (403 otherwise).
+    let rows = db::query(&client, &db::GET_SESSION, &[&cred.value, &branch, &session], "Session not found").await?;
     let Some(row) = rows.first() else { return Err(ApiError::not_found("Session not found")) };
-
-    if let Caller::Token(t) = &caller {
-        let id: String = row.get(0);
-        let external: Option<String> = row.get(2);
-        let task: String = row.get(4);
-        let mut resources = vec![json!({ "type": "sessions", "id": id })];
-        if let Some(ext) = &external {
-            resources.push(json!({ "type": "sessions", "id": ext }));
-        }
-        resources.push(json!({ "type": "tasks", "id": task }));
-        let scopes = t.scopes();
-        if !auth::authorize(&client, &scopes, "read", &Value::Array(resources)).await? {
-            let key = external.unwrap_or(id);
-            return Err(denied(&scopes, &[format!("read:sessions:{key}"), format!("read:tasks:{task}"), "read:sessions".into()]));
-        }
-    }
     Ok(json_response(StatusCode::OK, &session_json(row, false)))
 }

@@ -12,7 +12,11 @@
 //! - `x-api-auth-matched-by`: `current` or `grace` (for a token: which key verified it)
 //! - `x-api-auth-project-id`, `x-api-auth-organization-id`, `x-api-auth-branch`
 //!   (secret keys, when known)
-//! - `x-api-auth-scopes`: the token's scopes, space-separated (public tokens)
+//! - `x-api-auth-scopes`: the token's scopes, space-separated (public tokens).
+//!   Each scope is percent-encoded outside the scope grammar's characters
+//!   (`api_auth_core::scopes`), so a well-formed scope reads as itself and a
+//!   malformed one (`read:sessions:x admin`, which matches nothing) can never
+//!   split into something that looks like authority (`x%20admin`, not `admin`).
 //!
 //! Optional scope check: `?action=write&resource=tasks:foo&resource=sessions`
 //! asks `api_auth.authorize` whether a public token may do `action` on any of
@@ -32,6 +36,26 @@ use crate::db;
 use crate::errors::{json_response, ApiError, Body};
 use crate::router::{App, Ctx};
 use crate::util::percent_decode;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Bytes a scope carries as they are in the header: the scope grammar's
+/// (`A-Z a-z 0-9 - _ . ~ : @ / + =`); everything else is percent-encoded.
+const SCOPE_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/')
+    .remove(b'+')
+    .remove(b'=');
+
+/// The `x-api-auth-scopes` value: every scope, encoded, space-separated.
+/// Always visible ASCII, so the header is never dropped.
+pub fn scopes_header(scopes: &[String]) -> String {
+    scopes.iter().map(|s| utf8_percent_encode(s, SCOPE_ESCAPES).to_string()).collect::<Vec<_>>().join(" ")
+}
 
 /// (action, resources) from the query string, if a scope check was asked for.
 fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiError> {
@@ -105,7 +129,7 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
             headers.push(("x-api-auth-environment-type", t.environment_type.clone()));
             headers.push(("x-api-auth-method", "public_token".into()));
             headers.push(("x-api-auth-matched-by", t.matched_by.clone()));
-            headers.push(("x-api-auth-scopes", scopes.join(" ")));
+            headers.push(("x-api-auth-scopes", scopes_header(&scopes)));
             json!({
                 "ok": true,
                 "environmentId": t.environment_id,
@@ -124,4 +148,23 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
         }
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api_auth_core::scopes;
+
+    #[test]
+    fn scopes_header_keeps_the_grammar_and_encodes_the_rest() {
+        let s = |v: &[&str]| scopes_header(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&["read:runs", "write:tasks:org/foo", "admin"]), "read:runs write:tasks:org/foo admin");
+        assert_eq!(s(&["read:sessions:x admin"]), "read:sessions:x%20admin");
+        assert_eq!(s(&["read:tasks:caf\u{e9}", "a,b\"c"]), "read:tasks:caf%C3%A9 a%2Cb%22c");
+        // The header's unencoded bytes are exactly the grammar's.
+        for b in 0u8..=127 {
+            let one = scopes_header(&[(b as char).to_string()]);
+            assert_eq!(one.len() == 1, scopes::is_id_byte(b), "byte {b}");
+        }
+    }
 }

@@ -108,7 +108,7 @@ fn read_session_authorization() {
     let shim = Shim::start("shim_sessions_read");
     let (_env, key) = shim.create_env("dev", "DEVELOPMENT");
     let mut b = body("foo");
-    b["externalId"] = json!("ext 1/2");
+    b["externalId"] = json!("ext:1/2");
     let created = shim.post("/api/v1/sessions", Some(&key), &b).json();
     let id = created["id"].as_str().unwrap().to_string();
 
@@ -116,9 +116,9 @@ fn read_session_authorization() {
     let by_id = shim.get(&format!("/api/v1/sessions/{id}"), Some(&key));
     assert_eq!(by_id.status, 200, "{}", by_id.text());
     let v = by_id.json();
-    assert_eq!(v["externalId"], "ext 1/2");
+    assert_eq!(v["externalId"], "ext:1/2");
     assert!(v.get("publicAccessToken").is_none() && v.get("isCached").is_none(), "{v}");
-    let by_ext = shim.get("/api/v1/sessions/ext%201%2F2", Some(&key));
+    let by_ext = shim.get("/api/v1/sessions/ext%3A1%2F2", Some(&key));
     assert_eq!(by_ext.status, 200, "{}", by_ext.text());
     assert_eq!(by_ext.json()["id"], id.as_str());
 
