@@ -25,9 +25,9 @@ grep -qs "^pg$major *=" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" || {
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-args=(--pg-config "$pg_config")
-# 15 is the default feature: the same build as a plain `cargo pgrx install`.
-[ "$major" = 15 ] || args+=(--no-default-features --features "pg$major")
+# (cargo pgrx passes exactly these features for a 15 pg_config even when not
+# asked to, so this is the same build as a plain `cargo pgrx install`.)
+args=(--pg-config "$pg_config" --no-default-features --features "pg$major")
 [ "${API_AUTH_RELEASE:-0}" = 1 ] && args+=(--release)
 if [ "$prefix" = /usr/lib/postgresql/"$major" ] && [ "$(id -u)" != 0 ]; then args+=(--sudo); fi
 if ! cargo pgrx install "${args[@]}" >"$log" 2>&1; then

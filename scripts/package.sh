@@ -25,10 +25,9 @@ for major in $majors; do
   prefix=$(bash scripts/pg.sh "$major")
   pg_config=$prefix/bin/pg_config
   work=$(mktemp -d /var/tmp/api_auth-package.XXXXXX)
-  # 15 with the default features: the same build as scripts/bench.sh's, which
-  # cargo then reuses instead of linking a second fat-LTO release build.
-  features=()
-  [ "$major" = 15 ] || features=(--no-default-features --features "pg$major")
+  # For 15 this is the same build as scripts/bench.sh's (cargo pgrx passes
+  # these features for a 15 pg_config anyway), so CI links fat LTO only once.
+  features=(--no-default-features --features "pg$major")
   echo "== PostgreSQL $major: cargo pgrx package (release)" >&2
   if ! cargo pgrx package --pg-config "$pg_config" "${features[@]}" --out-dir "$work/pgrx" >"$work/build.log" 2>&1; then
     grep -v '^ *[0-9]*: \|^ *at ' "$work/build.log" | tail -40 >&2; exit 1
