@@ -21,6 +21,8 @@ pkg=postgresql-$major-api-auth
 libdir=/usr/lib/postgresql/$major/lib
 extdir=/usr/share/postgresql/$major/extension
 port=${API_AUTH_PACKAGE_PGPORT:-25495}
+# The cluster below must run Debian's NN, the one the package installs into.
+export API_AUTH_PG_WHEEL=0
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 fail() { echo "package test: $*" >&2; exit 1; }
 leftovers() { ls -d "$libdir"/api_auth* "$extdir"/api_auth* 2>/dev/null || true; }
@@ -45,6 +47,10 @@ for f in $(leftovers); do
 done
 [ -z "$(leftovers)" ] || fail "api_auth files remain: $(leftovers)"
 
+home=$(mktemp -d /var/tmp/api_auth-package-test.XXXXXX)
+stop() { API_AUTH_HOME=$home API_AUTH_PGPORT=$port API_AUTH_PG=$major bash scripts/cluster.sh stop; rm -rf "$home"; }
+# On failure, stop the cluster and take the package out again.
+trap 'stop; if dpkg-query -W -f="\${Status}" "$pkg" 2>/dev/null | grep -q " installed$"; then as_root dpkg -r "$pkg" >/dev/null; fi' EXIT
 echo "== dpkg -i"
 as_root dpkg -i "$deb"
 dpkg-query -W -f='${Package} ${Version} ${Status}\n' "$pkg"
@@ -54,9 +60,6 @@ for f in $(leftovers); do
 done
 dpkg -L "$pkg" | grep -E "$libdir/api_auth.so$|$extdir/api_auth.control$" >/dev/null || fail "package lacks the .so or .control"
 
-home=$(mktemp -d /var/tmp/api_auth-package-test.XXXXXX)
-stop() { API_AUTH_HOME=$home API_AUTH_PGPORT=$port API_AUTH_PG=$major bash scripts/cluster.sh stop; rm -rf "$home"; }
-trap stop EXIT
 echo "== CREATE EXTENSION api_auth and the README's DBA session, on a private cluster (port $port)"
 # cluster.sh start runs CREATE EXTENSION api_auth in its database.
 API_AUTH_HOME=$home API_AUTH_PGPORT=$port API_AUTH_PG=$major API_AUTH_FAST=1 API_AUTH_DB=pkgtest bash scripts/cluster.sh start
