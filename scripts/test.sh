@@ -2,12 +2,13 @@
 # Runs every test of api_auth on this machine, installing what is missing:
 # unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
 # against a throwaway private PostgreSQL 15 cluster with the extension installed,
-# then a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips)
-# and the benchmark command in smoke mode (API_AUTH_BENCH_SMOKE=0 skips); then
-# the other PostgreSQL versions (API_AUTH_OTHER_PG=0 skips these three):
-# the SQL suites on the newest supported version (18), pg_upgrade from 15 to 18
-# (scripts/pg-upgrade-test.sh) and the Debian package of 15 installed with
-# dpkg (scripts/package-test.sh; API_AUTH_PACKAGE_TEST=0 skips it).
+# then the start.sh least-privilege check, a fuzz smoke run (API_AUTH_FUZZ_SECONDS
+# per target, default 45, 0 skips) and the benchmark command in smoke mode
+# (API_AUTH_BENCH_SMOKE=0 skips); then the other PostgreSQL versions
+# (API_AUTH_OTHER_PG=0 skips these three): the SQL suites on the newest
+# supported version (18), pg_upgrade from 15 to 18 (scripts/pg-upgrade-test.sh)
+# and the Debian package of 15 installed with dpkg (scripts/package-test.sh;
+# API_AUTH_PACKAGE_TEST=0 skips it).
 #
 #   API_AUTH_PG=17 bash scripts/test.sh   # only the SQL suites (tests/), on PostgreSQL 17
 #   bash scripts/test-matrix.sh           # the SQL suites on every supported version
@@ -76,6 +77,11 @@ counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_
   awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "tests: ${counts% *} passed, ${counts#* } failed"
 
+# scripts/start.sh runs the shim as its two least-privilege roles, not as a superuser.
+echo "== start.sh least privilege"
+API_AUTH_CHECK_PGPORT=$((API_AUTH_PGPORT + 53)) API_AUTH_CHECK_LISTEN_PORT=$((API_AUTH_PGPORT + 54)) \
+  bash scripts/check-start.sh || status=1
+
 # Fuzz smoke of the token and scope code (no PostgreSQL involved):
 # API_AUTH_FUZZ_SECONDS per target, 0 to skip.
 fuzz_seconds=${API_AUTH_FUZZ_SECONDS:-45}
@@ -89,6 +95,7 @@ if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
   echo "== bench smoke"
   API_AUTH_BENCH_HOME="$API_AUTH_HOME/bench" API_AUTH_BENCH_PGPORT=$((API_AUTH_PGPORT + 50)) \
   API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
+  API_AUTH_BENCH_SHIM_BARE_PORT=$((API_AUTH_PGPORT + 55)) \
     bash scripts/bench.sh --smoke || status=1
 fi
 

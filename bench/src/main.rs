@@ -216,10 +216,10 @@ const MAIN_SCRIPTS: &[&str] = &[
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("run") => run(args.iter().any(|a| a == "--smoke")),
+        Some("run") => run(args.iter().any(|a| a == "--smoke"), args.iter().any(|a| a == "--http-only")),
         Some("load") => load_cmd(&args[1..]),
         Some("plot") => plot_cmd(&args[1..]),
-        _ => Err("usage: api_auth_bench run [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
+        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };
@@ -272,8 +272,15 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn run(smoke: bool) -> Result<(), String> {
-    let mode = if smoke { Mode::smoke() } else { Mode::full() }.with_overrides();
+/// `http_only`: load the base point only and run only the HTTP section (the
+/// shim against its floor, the Node reference, and metrics on against off).
+fn run(smoke: bool, http_only: bool) -> Result<(), String> {
+    let mut mode = if smoke { Mode::smoke() } else { Mode::full() }.with_overrides();
+    if http_only {
+        mode.name = if smoke { "smoke, HTTP only" } else { "HTTP only" };
+        mode.env_points = vec![mode.base.0];
+        mode.rev_points = vec![mode.base.1];
+    }
     let root = PathBuf::from(env_or("API_AUTH_BENCH_DIR", "bench"));
     let out_dir = PathBuf::from(env_or("API_AUTH_BENCH_OUT", &root.join("results").to_string_lossy()));
     let work = PathBuf::from(env_or("API_AUTH_BENCH_WORK", "/var/tmp/api_auth-bench/work"));
@@ -311,6 +318,10 @@ fn run(smoke: bool) -> Result<(), String> {
             cx.vars = vec![("nenv", nenv), ("ngrace", ngrace.max(1)), ("ntok", ntok), ("nrot", mode.rotation_envs)];
             sanity(&cx)?;
 
+            if http_only {
+                extra["http"] = http(&mut cx)?;
+                continue;
+            }
             let prefix = format!("scale/{nenv}/{nrev}");
             cx.pgbench_rounds(&prefix, SCALE_SCRIPTS, &[1], mode.scale_runs, mode.scale_secs)?;
             server_rounds(&mut cx, &format!("{prefix}/server"), SCALE_SCRIPTS, mode.scale_runs)?;
@@ -333,7 +344,12 @@ fn run(smoke: bool) -> Result<(), String> {
     }
 
     let meta = json!({
-        "command": if smoke { "bash scripts/bench.sh --smoke" } else { "bash scripts/bench.sh" },
+        "command": match (smoke, http_only) {
+            (true, false) => "bash scripts/bench.sh --smoke",
+            (true, true) => "bash scripts/bench.sh --smoke --http-only",
+            (false, true) => "bash scripts/bench.sh --http-only",
+            (false, false) => "bash scripts/bench.sh",
+        },
         "mode": mode.name,
         "date_utc": env_or("API_AUTH_BENCH_DATE", ""),
         "commit": env_or("API_AUTH_BENCH_COMMIT", ""),
@@ -353,7 +369,9 @@ fn run(smoke: bool) -> Result<(), String> {
     let report = Report::build(&cx.samples, &mode_view(&mode), &extra);
     report.print(&meta);
     let svg = out_dir.join("scale.svg");
-    plot::scale_svg(&svg, &scale_points, &mode.rev_points)?;
+    if !http_only {
+        plot::scale_svg(&svg, &scale_points, &mode.rev_points)?;
+    }
     let doc = json!({
         "meta": meta,
         "figures": report.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
@@ -527,6 +545,25 @@ impl Server {
     }
 }
 
+/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14, 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `getconf CLK_TCK` (100 on Linux almost everywhere).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn status_kb(pid: u32, field: &str) -> i64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -559,13 +596,17 @@ fn start_server(name: &'static str, mut cmd: Command, addr: SocketAddr, log_path
 }
 
 /// Items 7–9 (HTTP side): the shim's verify route with a secret key and with a
-/// public token, its floor route, and the Node reference, interleaved.
+/// public token, its floor route, and the Node reference, interleaved; and
+/// the cost of metrics (issue 13): the same verify load against a second shim
+/// started with `--no-metrics`, the two taking turns at going first.
 fn http(cx: &mut Ctx) -> Result<Value, String> {
     let m = cx.mode.clone();
     let shim_bin = env_or("API_AUTH_BENCH_SHIM", "target/release/api-auth-shim");
     let node_dir = PathBuf::from(env_or("API_AUTH_BENCH_NODE_DIR", "bench/baselines/node"));
     let shim_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
     let node_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_NODE_PORT", "25472")).parse().map_err(|e| format!("{e}"))?;
+    let bare_addr: SocketAddr =
+        format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_BARE_PORT", "25473")).parse().map_err(|e| format!("{e}"))?;
     let url = format!("postgresql://{}@127.0.0.1:{}/{}", cx.pg.user, cx.pg.port, cx.pg.db);
 
     // Credentials: current keys spread over the table, and current-key tokens.
@@ -584,6 +625,18 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
         .args(["--pool-size", &m.pool_size.to_string(), "--log-level", "warn"])
         .env_remove("DATABASE_URL");
     let shim = start_server("shim", shim_cmd, shim_addr, &cx.work.join("shim.log"), "/healthz")?;
+    let mut bare_cmd = Command::new(&shim_bin);
+    bare_cmd
+        .args(["--database-url", &url, "--listen", &bare_addr.to_string(), "--no-metrics"])
+        .args(["--pool-size", &m.pool_size.to_string(), "--log-level", "warn"])
+        .env_remove("DATABASE_URL");
+    let bare = match start_server("shim --no-metrics", bare_cmd, bare_addr, &cx.work.join("shim-no-metrics.log"), "/healthz") {
+        Ok(b) => b,
+        Err(e) => {
+            shim.stop();
+            return Err(e);
+        }
+    };
     let mut node_cmd = Command::new(env_or("API_AUTH_BENCH_NODE", "node"));
     node_cmd
         .arg(node_dir.join("server.mjs"))
@@ -594,6 +647,7 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
         Ok(n) => n,
         Err(e) => {
             shim.stop();
+            bare.stop();
             return Err(e);
         }
     };
@@ -602,6 +656,7 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let targets: Vec<(&str, SocketAddr, &str, Arc<Vec<String>>)> = vec![
         ("shim_floor", shim.addr, "/__bench/floor", Arc::new(vec![])),
         ("shim_key", shim.addr, path, keys.clone()),
+        ("shim_key_nometrics", bare.addr, path, keys.clone()),
         ("shim_token", shim.addr, path, tokens.clone()),
         ("node_key", node.addr, path, keys.clone()),
         ("node_token", node.addr, path, tokens.clone()),
@@ -609,15 +664,43 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let mut runs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let mut failure = None;
     'rounds: for round in 0..m.http_runs {
-        for (name, addr, p, creds) in &targets {
+        // Metrics on and off take turns at going first.
+        let mut order = targets.clone();
+        if round % 2 == 1 {
+            order.swap(1, 2);
+        }
+        for (name, addr, p, creds) in &order {
+            // The metrics comparison also counts the shim's own CPU time per
+            // request over the measured window (less sensitive to a busy
+            // machine than throughput).
+            let pid = match *name {
+                "shim_key" => Some(shim.child.id()),
+                "shim_key_nometrics" => Some(bare.child.id()),
+                _ => None,
+            };
+            let warmup = Duration::from_millis(m.http_warmup_ms);
+            let cpu_from = pid.map(|pid| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(warmup);
+                    cpu_ticks(pid)
+                })
+            });
             let r = load::run(&load::LoadSpec {
                 addr: *addr,
                 path: p.to_string(),
                 creds: creds.clone(),
                 conns: m.http_conns,
-                warmup: Duration::from_millis(m.http_warmup_ms),
+                warmup,
                 duration: Duration::from_secs(m.http_secs),
             });
+            if let (Some(pid), Some(from)) = (pid, cpu_from) {
+                let from = from.join().unwrap_or(None);
+                if let (Some(a), Some(b), true) = (from, cpu_ticks(pid), r.requests > 0) {
+                    let us = (b - a) as f64 * 1e6 / clock_ticks_per_second() / r.requests as f64;
+                    log(format!("  http round {}/{} {name} shim CPU {us:.1} us/request", round + 1, m.http_runs));
+                    cx.samples.push(format!("http/{name}/cpu_us_per_req"), us);
+                }
+            }
             log(format!(
                 "  http round {}/{} {name:<11} {:>8.0} req/s  p50 {:>6.0} us  p99 {:>6.0} us  errors {}",
                 round + 1,
@@ -641,6 +724,7 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let node_rss = node.peak_rss_kb();
     log(format!("  peak RSS: {} {shim_rss} kB, {} {node_rss} kB", shim.name, node.name));
     shim.stop();
+    bare.stop();
     node.stop();
     if let Some(f) = failure {
         return Err(format!("HTTP load failed: {f} (logs in {})", cx.work.display()));

@@ -204,6 +204,21 @@ impl Report {
                 ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
             });
         }
+        // Issue 13: what metrics cost on the hot path.
+        let (v, b) = (s.med("http/shim_key/rps"), s.med("http/shim_key_nometrics/rps"));
+        rows.push(Row {
+            item: "13", figure: "shim verify, secret key, metrics on".into(), value: v,
+            baseline: "same, shim --no-metrics".into(), baseline_value: b, unit: "req/s",
+            ratio: paired(s, "http/shim_key/rps", "http/shim_key_nometrics/rps"),
+            ratio_of: "median of per-round figure / baseline", target: Target::AtLeast(0.97),
+        });
+        let (v, b) = (s.med("http/shim_key/cpu_us_per_req"), s.med("http/shim_key_nometrics/cpu_us_per_req"));
+        rows.push(Row {
+            item: "13", figure: "shim CPU per verify, metrics on".into(), value: v,
+            baseline: "same, shim --no-metrics".into(), baseline_value: b, unit: "us/request",
+            ratio: paired(s, "http/shim_key/cpu_us_per_req", "http/shim_key_nometrics/cpu_us_per_req"),
+            ratio_of: "median of per-round figure / baseline", target: Target::AtMost(1.03),
+        });
         let (v, b) = (s.med("http/shim/peak_rss_kb") / 1024.0, s.med("http/node/peak_rss_kb") / 1024.0);
         rows.push(Row {
             item: "9", figure: "shim peak RSS under the load above".into(), value: v,

@@ -44,6 +44,23 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every reason, for reading a [`TokenError::code`] back.
+    pub const ALL: [TokenError; 7] = [
+        Self::Malformed,
+        Self::InvalidAlgorithm,
+        Self::MissingSubject,
+        Self::EnvironmentNotFound,
+        Self::InvalidSignature,
+        Self::Expired,
+        Self::ClaimInvalid,
+    ];
+
+    /// The reason spelled `code` by [`TokenError::code`] (e.g. what a client of
+    /// `validate_public_jwt` reads back), if it is one.
+    pub fn from_code(code: &str) -> Option<TokenError> {
+        Self::ALL.into_iter().find(|e| e.code() == code)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Malformed => "malformed",
@@ -311,6 +328,15 @@ pub fn mint(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn codes_read_back() {
+        for e in TokenError::ALL {
+            assert_eq!(TokenError::from_code(e.code()), Some(e));
+        }
+        assert_eq!(TokenError::from_code("nope"), None);
+        assert_eq!(TokenError::from_code(""), None);
+    }
 
     fn hs256_sign(key: &[u8], message: &[u8]) -> String {
         jsonwebtoken::crypto::sign(message, &EncodingKey::from_secret(key), Algorithm::HS256).unwrap()

@@ -15,16 +15,17 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 
+use crate::app::{App, Ctx};
 use crate::auth;
 use crate::body::{self, Fields};
 use crate::db;
-use crate::errors::{issue, json_response, ApiError, Body};
-use crate::router::{App, Ctx};
+use crate::errors::{issue, json_response, ApiError, Body, Refusal};
 
 /// 403 when no admin token is configured, 401 when the bearer is missing or wrong.
 pub fn check_admin(app: &App, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token.as_deref() else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Admin routes are disabled: no admin token is configured"));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Admin routes are disabled: no admin token is configured")
+            .with_refusal(Refusal::AdminDisabled));
     };
     let presented = auth::bearer(headers).unwrap_or_default();
     // `ct_eq` on slices of different lengths is false without comparing
@@ -34,7 +35,7 @@ pub fn check_admin(app: &App, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), 
         Ok(())
     } else {
         ctx.log.credential = Some(if presented.is_empty() { "none".into() } else { "wrong-admin-token".into() });
-        Err(ApiError::unauthorized("Invalid or missing admin token"))
+        Err(ApiError::unauthorized("Invalid or missing admin token").with_refusal(Refusal::InvalidAdminToken))
     }
 }
 

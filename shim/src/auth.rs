@@ -13,7 +13,8 @@ use hyper::HeaderMap;
 use serde_json::Value;
 
 use crate::db;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Refusal};
+use crate::grace::Grace;
 use crate::logging::RequestLog;
 
 /// Header naming a preview branch (SPEC §3).
@@ -85,6 +86,15 @@ pub struct KeyAuth {
     pub project_id: Option<String>,
     pub organization_id: Option<String>,
     pub branch_name: Option<String>,
+    /// End of the grace window (ISO-8601 text, Unix seconds), for a grace hit.
+    pub grace_expires_at: Option<(String, f64)>,
+}
+
+impl KeyAuth {
+    /// `current_key` or `grace_key`.
+    pub fn method(&self) -> &'static str {
+        if self.matched_by == "grace" { "grace_key" } else { "current_key" }
+    }
 }
 
 /// Look a secret key up (honouring `x-trigger-branch`). `None`: it
@@ -98,7 +108,7 @@ pub async fn find_by_key(
         return Ok(None);
     }
     let Ok(branch) = branch(headers) else { return Ok(None) };
-    let rows = db::query(client, db::FIND_ENVIRONMENT, &[&key, &branch], "Environment not found").await?;
+    let rows = db::query(client, &db::FIND_ENVIRONMENT, &[&key, &branch], "Environment not found").await?;
     Ok(rows.first().map(|r| KeyAuth {
         environment_id: r.get(0),
         environment_type: r.get(1),
@@ -107,7 +117,60 @@ pub async fn find_by_key(
         project_id: r.get(4),
         organization_id: r.get(5),
         branch_name: r.get(6),
+        grace_expires_at: grace_end(r, 7),
     }))
+}
+
+/// Columns `at` (ISO-8601 text) and `at + 1` (Unix seconds) of `r`, when set.
+pub fn grace_end(r: &tokio_postgres::Row, at: usize) -> Option<(String, f64)> {
+    Some((r.get::<_, Option<String>>(at)?, r.get::<_, Option<f64>>(at + 1)?))
+}
+
+/// Record in the request log that `key` authenticated `k`: the environment,
+/// the method, and the grace window when the key is in one.
+pub fn accept_key(log: &mut RequestLog, key: &str, k: &KeyAuth) {
+    log.environment = Some(k.environment_id.clone());
+    log.auth = Some(k.method());
+    if let (true, Some((iso, epoch))) = (k.matched_by == "grace", &k.grace_expires_at) {
+        log.grace = Some(Grace::new(
+            "grace_key",
+            &k.environment_id,
+            *epoch,
+            iso.clone(),
+            k.revoked_api_key_id.clone(),
+            Some(keys::mask(key)),
+        ));
+    }
+}
+
+/// Record in the request log that a public token authenticated: the
+/// environment, and the grace window when only a key in grace verified it.
+pub fn accept_token(log: &mut RequestLog, t: &TokenAuth) {
+    log.environment = Some(t.environment_id.clone());
+    log.auth = Some("public_token");
+    if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
+        log.grace = Some(Grace::new(
+            "public_token",
+            &t.environment_id,
+            *epoch,
+            iso.clone(),
+            t.revoked_api_key_id.clone(),
+            None,
+        ));
+    }
+}
+
+/// 401 "Invalid or Missing API key" for a credential that authenticates
+/// nothing, with the refusal reason its kind gives.
+pub fn refuse(cred: Option<&Credential>) -> ApiError {
+    let reason = match cred.map(|c| c.kind) {
+        None => Refusal::MissingCredential,
+        Some(CredentialKind::SecretKey) => Refusal::UnknownKey,
+        Some(CredentialKind::PublishableKey) => Refusal::PublishableKey,
+        Some(CredentialKind::PublicToken) => Refusal::TokenNotAccepted,
+        Some(CredentialKind::Unknown) => Refusal::UnknownCredential,
+    };
+    ApiError::invalid_api_key().with_refusal(reason)
 }
 
 /// A public access token that `api_auth.validate_public_jwt` accepted.
@@ -116,6 +179,10 @@ pub struct TokenAuth {
     pub environment_type: String,
     pub claims: Value,
     pub matched_by: String,
+    pub revoked_api_key_id: Option<String>,
+    /// End of the grace window of the key that verified the signature (ISO-8601
+    /// text, Unix seconds), when that key is in grace.
+    pub grace_expires_at: Option<(String, f64)>,
 }
 
 impl TokenAuth {
@@ -136,7 +203,7 @@ pub async fn validate_token(
     if token.len() > tokens::MAX_TOKEN_LEN {
         return Ok(Err("malformed".into()));
     }
-    let rows = db::query(client, db::VALIDATE, &[&token], "").await?;
+    let rows = db::query(client, &db::VALIDATE, &[&token], "").await?;
     let Some(r) = rows.first() else {
         return Err(ApiError::internal().with_detail("validate_public_jwt returned no row"));
     };
@@ -149,6 +216,8 @@ pub async fn validate_token(
         environment_type: r.get::<_, Option<String>>(3).unwrap_or_default(),
         claims: r.get::<_, Option<Value>>(4).unwrap_or(Value::Null),
         matched_by: r.get::<_, Option<String>>(5).unwrap_or_else(|| "current".into()),
+        revoked_api_key_id: r.get(6),
+        grace_expires_at: grace_end(r, 7),
     }))
 }
 
@@ -180,28 +249,26 @@ pub async fn authenticate(
     headers: &HeaderMap,
     log: &mut RequestLog,
 ) -> Result<Caller, ApiError> {
-    let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
-    match cred.kind {
-        CredentialKind::SecretKey => match find_by_key(client, &cred.value, headers).await? {
+    let Some(c) = cred else { return Err(refuse(None)) };
+    match c.kind {
+        CredentialKind::SecretKey => match find_by_key(client, &c.value, headers).await? {
             Some(k) => {
-                log.environment = Some(k.environment_id.clone());
-                log.auth = Some(if k.matched_by == "grace" { "grace_key" } else { "current_key" });
+                accept_key(log, &c.value, &k);
                 Ok(Caller::Key(k))
             }
-            None => Err(ApiError::invalid_api_key()),
+            None => Err(refuse(cred)),
         },
-        CredentialKind::PublicToken => match validate_token(client, &cred.value).await? {
+        CredentialKind::PublicToken => match validate_token(client, &c.value).await? {
             Ok(t) => {
-                log.environment = Some(t.environment_id.clone());
-                log.auth = Some("public_token");
+                accept_token(log, &t);
                 Ok(Caller::Token(t))
             }
             Err(code) => {
                 log.note = Some(format!("token refused: {code}"));
-                Err(ApiError::unauthorized(token_error_message(&code)))
+                Err(ApiError::unauthorized(token_error_message(&code)).with_refusal(Refusal::from_token_error(&code)))
             }
         },
-        CredentialKind::PublishableKey | CredentialKind::Unknown => Err(ApiError::invalid_api_key()),
+        CredentialKind::PublishableKey | CredentialKind::Unknown => Err(refuse(cred)),
     }
 }
 

@@ -23,6 +23,19 @@ pub struct Pools {
     pub admin: Pool,
 }
 
+impl Pools {
+    /// Each distinct pool by name, as metrics report them: `public`, and
+    /// `admin` when it is a pool of its own. Further pools (replicas) join
+    /// this list under their configured names; metrics need no change.
+    pub fn named(&self, separate_admin: bool) -> Vec<(&str, &Pool)> {
+        let mut out = vec![("public", &self.public)];
+        if separate_admin {
+            out.push(("admin", &self.admin));
+        }
+        out
+    }
+}
+
 /// Build a pool. Nothing connects yet: connections open on first use, so the
 /// shim starts (and answers 503) while the database is down.
 pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String> {
@@ -116,14 +129,40 @@ fn timestamp_param(text: u8, millis: u8) -> String {
     )
 }
 
-pub const FIND_ENVIRONMENT: &str = "SELECT id, type, matched_by, revoked_api_key_id, project_id, organization_id, branch_name \
-     FROM api_auth.find_environment_by_api_key($1::text, $2::text)";
+/// The end of a grace window, as ISO-8601 text and as Unix seconds (float8).
+fn grace_columns(col: &str) -> String {
+    format!("{}, extract(epoch FROM {col})::float8", iso(col))
+}
 
-pub const MINT: &str = "SELECT api_auth.mint_public_jwt($1::text, $2::jsonb, \
-     $3::text, $4::text)";
+pub static FIND_ENVIRONMENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, type, matched_by, revoked_api_key_id, project_id, organization_id, branch_name, {} \
+         FROM api_auth.find_environment_by_api_key($1::text, $2::text)",
+        grace_columns("grace_expires_at")
+    )
+});
 
-pub const VALIDATE: &str = "SELECT ok, error, environment_id, environment_type, claims, matched_by, revoked_api_key_id \
-     FROM api_auth.validate_public_jwt($1::text)";
+/// Mint, and in the same statement look the key up once more for what
+/// `mint_public_jwt` does not say: whether the key is in grace (the answer
+/// then carries the grace-window signals) and until when.
+pub static MINT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT m.token, f.matched_by, f.revoked_api_key_id, f.id, {} \
+         FROM api_auth.mint_public_jwt($1::text, $2::jsonb, $3::text, $4::text) AS m(token) \
+         LEFT JOIN LATERAL (SELECT * FROM api_auth.find_environment_by_api_key($1::text, $4::text) LIMIT 1) f ON true",
+        grace_columns("f.grace_expires_at")
+    )
+});
+
+/// `grace_expires_at` (extension 0.4.0): when the key in grace that verified
+/// the token stops working.
+pub static VALIDATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT ok, error, environment_id, environment_type, claims, matched_by, revoked_api_key_id, {} \
+         FROM api_auth.validate_public_jwt($1::text)",
+        grace_columns("grace_expires_at")
+    )
+});
 
 pub const AUTHORIZE: &str =
     "SELECT api_auth.authorize($1::text[], $2::text, $3::jsonb)";

@@ -1,6 +1,7 @@
 //! JSON errors: every failure the shim answers is a JSON object with an `error`
 //! string (SPEC §5), and database failures are mapped here from their SQLSTATE.
 
+use api_auth_core::tokens::TokenError;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -33,15 +34,107 @@ pub struct ApiError {
     header: Option<(hyper::header::HeaderName, &'static str)>,
     /// Logged, never sent: what went wrong inside.
     pub detail: Option<String>,
+    /// Why a credential was refused (counted by [`crate::metrics`]).
+    pub refusal: Option<Refusal>,
+    /// What kind of database failure this is (counted by [`crate::metrics`]).
+    pub db_error: Option<DbError>,
+}
+
+/// Why a credential was refused: a fixed set, so that metrics labels stay
+/// bounded whatever clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    MissingCredential,
+    /// A secret key that authenticates nothing (never existed, or its grace
+    /// window is over).
+    UnknownKey,
+    PublishableKey,
+    /// A public token on a route that takes only a secret key.
+    TokenNotAccepted,
+    /// Not a key nor a token.
+    UnknownCredential,
+    /// A public token `validate_public_jwt` refused, for this reason.
+    Token(TokenError),
+    /// A token error code this shim does not know.
+    InvalidToken,
+    ScopeDenied,
+    InvalidAdminToken,
+    AdminDisabled,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::MissingCredential => "missing_credential",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::PublishableKey => "publishable_key",
+            Refusal::TokenNotAccepted => "token_not_accepted",
+            Refusal::UnknownCredential => "unknown_credential",
+            Refusal::Token(e) => e.code(),
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::ScopeDenied => "scope_denied",
+            Refusal::InvalidAdminToken => "invalid_admin_token",
+            Refusal::AdminDisabled => "admin_disabled",
+        }
+    }
+
+    /// `validate_public_jwt`'s error code.
+    pub fn from_token_error(code: &str) -> Refusal {
+        TokenError::from_code(code).map_or(Refusal::InvalidToken, Refusal::Token)
+    }
+}
+
+/// Kinds of database failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbError {
+    /// No connection could be opened, or it broke.
+    Connection,
+    /// Every pooled connection stayed busy for the whole wait.
+    PoolExhausted,
+    /// statement_timeout (SQLSTATE 57014).
+    Timeout,
+    /// Other class 08/40/53/57/58 failures: the server refuses work for now.
+    Unavailable,
+    /// The api_auth extension (or one of its functions) is missing.
+    NotInstalled,
+    /// The shim's role lacks a privilege.
+    Privilege,
+    /// Anything else the shim does not map to a client error.
+    Internal,
+}
+
+impl DbError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbError::Connection => "connection",
+            DbError::PoolExhausted => "pool_exhausted",
+            DbError::Timeout => "timeout",
+            DbError::Unavailable => "unavailable",
+            DbError::NotInstalled => "not_installed",
+            DbError::Privilege => "privilege",
+            DbError::Internal => "internal",
+        }
+    }
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, body: json!({ "error": message.into() }), header: None, detail: None }
+        ApiError { status, body: json!({ "error": message.into() }), header: None, detail: None, refusal: None, db_error: None }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Mark as the refusal of a credential, for `reason`.
+    pub fn with_refusal(mut self, reason: Refusal) -> Self {
+        self.refusal = Some(reason);
+        self
+    }
+
+    fn with_db_error(mut self, kind: DbError) -> Self {
+        self.db_error = Some(kind);
         self
     }
 
@@ -52,6 +145,8 @@ impl ApiError {
             body: json!({ "error": "Invalid request body", "issues": issues }),
             header: None,
             detail: None,
+            refusal: None,
+            db_error: None,
         }
     }
 
@@ -83,6 +178,8 @@ impl ApiError {
             }),
             header: None,
             detail: None,
+            refusal: Some(Refusal::ScopeDenied),
+            db_error: None,
         }
     }
 
@@ -133,7 +230,7 @@ pub fn from_db(err: &tokio_postgres::Error, not_found: &str) -> ApiError {
     use tokio_postgres::error::SqlState;
     let Some(db) = err.as_db_error() else {
         // I/O, closed connection, protocol: the database is unreachable.
-        return ApiError::unavailable("Database unavailable").with_detail(err.to_string());
+        return ApiError::unavailable("Database unavailable").with_detail(err.to_string()).with_db_error(DbError::Connection);
     };
     let code = db.code();
     let message = db.message().to_string();
@@ -164,30 +261,47 @@ pub fn from_db(err: &tokio_postgres::Error, not_found: &str) -> ApiError {
     // nothing, a token whose scopes do not allow the call.
     if db.routine() == Some("api_auth") {
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
-            return ApiError::invalid_api_key();
+            return ApiError::invalid_api_key().with_refusal(Refusal::UnknownKey);
         }
         if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             return ApiError::scope_denied(message);
         }
     }
     if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-        return ApiError::internal().with_detail(format!("database role lacks a privilege: {message}"));
+        return ApiError::internal()
+            .with_detail(format!("database role lacks a privilege: {message}"))
+            .with_db_error(DbError::Privilege);
     }
     if *code == SqlState::UNDEFINED_FUNCTION
         || *code == SqlState::INVALID_SCHEMA_NAME
         || *code == SqlState::UNDEFINED_TABLE
     {
         return ApiError::unavailable("Database not ready: the api_auth extension is not installed")
-            .with_detail(message);
+            .with_detail(message)
+            .with_db_error(DbError::NotInstalled);
     }
     // 08 connection exception, 53 insufficient resources, 57 operator
     // intervention (statement timeout, admin shutdown), 40 serialization/deadlock.
-    if matches!(class, "08" | "53" | "57" | "40" | "58") {
-        return ApiError::unavailable("Database unavailable").with_detail(format!("{}: {message}", code.code()));
+    if *code == SqlState::QUERY_CANCELED {
+        return ApiError::unavailable("Database unavailable")
+            .with_detail(format!("{}: {message}", code.code()))
+            .with_db_error(DbError::Timeout);
     }
-    ApiError::internal().with_detail(format!("{}: {message}", code.code()))
+    if matches!(class, "08" | "53" | "57" | "40" | "58") {
+        return ApiError::unavailable("Database unavailable")
+            .with_detail(format!("{}: {message}", code.code()))
+            .with_db_error(DbError::Unavailable);
+    }
+    ApiError::internal().with_detail(format!("{}: {message}", code.code())).with_db_error(DbError::Internal)
 }
 
 pub fn from_pool(err: deadpool_postgres::PoolError) -> ApiError {
-    ApiError::unavailable("Database unavailable").with_detail(format!("pool: {err}"))
+    use deadpool_postgres::{PoolError, TimeoutType};
+    // All connections busy for the whole wait: the pool is too small for the
+    // load. Anything else: no connection could be opened.
+    let kind = match &err {
+        PoolError::Timeout(TimeoutType::Wait) => DbError::PoolExhausted,
+        _ => DbError::Connection,
+    };
+    ApiError::unavailable("Database unavailable").with_detail(format!("pool: {err}")).with_db_error(kind)
 }

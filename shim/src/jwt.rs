@@ -5,11 +5,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::auth::{self, Credential};
+use crate::app::{App, Ctx};
+use crate::auth::{self, Credential, KeyAuth};
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
-use crate::router::{App, Ctx};
 
 /// Expiry of minted tokens when the body names none (SPEC §3: the mint route's default).
 const DEFAULT_EXPIRATION: &str = "1h";
@@ -18,7 +18,7 @@ const DEFAULT_EXPIRATION: &str = "1h";
 fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
     match cred {
         Some(c) if c.kind == CredentialKind::SecretKey => Ok(&c.value),
-        _ => Err(ApiError::invalid_api_key()),
+        _ => Err(auth::refuse(cred)),
     }
 }
 
@@ -29,10 +29,9 @@ pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     let key = secret_key(cred.as_ref())?;
     let client = db::client(&app.pools.public).await?;
     let Some(env) = auth::find_by_key(&client, key, req.headers()).await? else {
-        return Err(ApiError::invalid_api_key());
+        return Err(auth::refuse(cred.as_ref()));
     };
-    ctx.log.environment = Some(env.environment_id.clone());
-    ctx.log.auth = Some(if env.matched_by == "grace" { "grace_key" } else { "current_key" });
+    auth::accept_key(&mut ctx.log, key, &env);
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
 }
 
@@ -53,31 +52,49 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
         Err(e) => {
             // Authentication comes first: an unknown key is 401 whatever the body.
             return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(_) => Err(e),
-                None => Err(ApiError::invalid_api_key()),
+                Some(k) => {
+                    auth::accept_key(&mut ctx.log, &key, &k);
+                    Err(e)
+                }
+                None => Err(auth::refuse(cred.as_ref())),
             };
         }
     };
-    let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
+    let Ok(branch) = auth::branch(&parts.headers) else { return Err(auth::refuse(cred.as_ref())) };
     let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
-    let rows = db::query(&client, db::MINT, &[&key, &claims, &expiration, &branch], "").await;
+    let rows = db::query(&client, &db::MINT, &[&key, &claims, &expiration, &branch], "").await;
     let rows = match rows {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
             // Bad claims or expiration, but only for a caller who authenticates.
             return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(_) => Err(e),
-                None => Err(ApiError::invalid_api_key()),
+                Some(k) => {
+                    auth::accept_key(&mut ctx.log, &key, &k);
+                    Err(e)
+                }
+                None => Err(auth::refuse(cred.as_ref())),
             };
         }
         Err(e) => return Err(e),
     };
-    match rows.first().and_then(|r| r.get::<_, Option<String>>(0)) {
+    let Some(row) = rows.first() else { return Err(auth::refuse(cred.as_ref())) };
+    match row.get::<_, Option<String>>(0) {
         Some(token) => {
-            ctx.log.auth = Some("secret_key");
+            // What the same statement's lookup said about the key.
+            let found = KeyAuth {
+                environment_id: row.get::<_, Option<String>>(3).unwrap_or_default(),
+                environment_type: String::new(),
+                matched_by: row.get::<_, Option<String>>(1).unwrap_or_else(|| "current".into()),
+                revoked_api_key_id: row.get(2),
+                project_id: None,
+                organization_id: None,
+                branch_name: None,
+                grace_expires_at: auth::grace_end(row, 4),
+            };
+            auth::accept_key(&mut ctx.log, &key, &found);
             Ok(json_response(StatusCode::OK, &json!({ "token": token })))
         }
-        None => Err(ApiError::invalid_api_key()),
+        None => Err(auth::refuse(cred.as_ref())),
     }
 }
 

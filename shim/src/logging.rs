@@ -21,7 +21,9 @@ pub fn init(config: &Config) {
     }
 }
 
-/// What one request's log line says, filled in by the handlers.
+/// What the handlers found out about one request, filled in as they go: the
+/// request's log line says it, [`crate::metrics`] counts it, and the router
+/// turns `grace` into the answer's grace-window signals.
 #[derive(Default)]
 pub struct RequestLog {
     /// Route name, e.g. `sessions.create`.
@@ -33,6 +35,8 @@ pub struct RequestLog {
     pub environment: Option<String>,
     /// Why the request failed, when it did (never client secrets).
     pub note: Option<String>,
+    /// Set when the credential authenticated through a key in its grace window.
+    pub grace: Option<crate::grace::Grace>,
 }
 
 /// A path safe to log: segments that look like keys are masked, token-like or

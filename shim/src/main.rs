@@ -2,14 +2,18 @@
 //! `api_auth` PostgreSQL extension. See `--help` and `shim/README.md`.
 
 mod admin;
+mod app;
 mod auth;
 mod body;
+mod cache;
 mod config;
 mod db;
 mod errors;
+mod grace;
 mod health;
 mod jwt;
 mod logging;
+mod metrics;
 mod router;
 mod server;
 mod sessions;
@@ -19,24 +23,15 @@ mod verify;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use config::{Command, Config};
+use config::Config;
 
 fn main() -> ExitCode {
-    let config = match config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(c)) => c,
-        Ok(Command::Help) => {
-            print!("{}", config::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("api-auth-shim {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("api-auth-shim: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        // Also --help and --version (exit 0); bad values exit 2.
+        Err(e) => e.exit(),
     };
     logging::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -46,7 +41,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(*config)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "fatal");
@@ -61,25 +56,41 @@ async fn run(config: Config) -> Result<(), String> {
         Some(url) => db::pool(url, config.admin_pool_size, config.db_timeout)?,
         None => public.clone(),
     };
-    let app = Arc::new(router::App {
+    let app = Arc::new(app::App {
         pools: db::Pools { public, admin },
         separate_admin_pool: config.admin_database_url.is_some(),
         admin_token: config.admin_token.clone(),
         request_timeout: config.request_timeout,
         bench_routes: config.bench_routes,
         request_ids: AtomicU64::new(0),
+        metrics: config.metrics.then(metrics::Metrics::new),
+        metrics_on_api: config.metrics_listen.is_none(),
+        grace: grace::GraceSignals::new(config.deprecation_link.clone()),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) if config.metrics => {
+            let l = tokio::net::TcpListener::bind(a).await.map_err(|e| format!("cannot listen on {a} (metrics): {e}"))?;
+            Some(l)
+        }
+        _ => None,
+    };
+    let metrics_at = match &metrics_listener {
+        _ if !config.metrics => "disabled".to_string(),
+        Some(l) => format!("http://{}/metrics", l.local_addr().map_err(|e| e.to_string())?),
+        None => format!("http://{addr}/metrics"),
+    };
     tracing::info!(
         listen = %addr,
         pool_size = config.pool_size,
         admin_routes = if config.admin_token.is_some() { "enabled" } else { "disabled (no admin token)" },
         separate_admin_database = config.admin_database_url.is_some(),
         bench_routes = config.bench_routes,
+        metrics = %metrics_at,
         "api-auth-shim listening on http://{addr}"
     );
 
@@ -93,7 +104,25 @@ async fn run(config: Config) -> Result<(), String> {
         }
     });
 
-    server::serve(listener, app, config.max_connections, config.shutdown_timeout, shutdown_signal()).await;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_server = metrics_listener.map(|l| {
+        let (app, stop) = (app.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            server::serve(l, app, router::handle_metrics_listener, 64, Duration::from_secs(1), stop).await;
+        })
+    });
+    server::serve(listener, app, router::handle, config.max_connections, config.shutdown_timeout, stopped(stop_rx)).await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! Routing, per-request deadline, CORS, the 404/405 answers, and the one log
-//! line per request.
+//! Routing, per-request deadline, CORS, the 404/405 answers, and what is
+//! done once per request after the handler answered: the grace-window
+//! signals ([`crate::grace`]), the metrics ([`crate::metrics`]) and the one
+//! log line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -9,32 +11,17 @@ use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::db::Pools;
-use crate::errors::{ApiError, Body};
+use crate::app::{App, Ctx};
+use crate::errors::{ApiError, Body, DbError, Refusal};
 use crate::logging::{safe_path, RequestLog};
+use crate::metrics::Outcome;
 use crate::util::percent_decode;
 use crate::{admin, health, jwt, sessions, verify};
-
-/// Shared by every request.
-pub struct App {
-    pub pools: Pools,
-    pub separate_admin_pool: bool,
-    pub admin_token: Option<String>,
-    pub request_timeout: std::time::Duration,
-    pub bench_routes: bool,
-    pub request_ids: AtomicU64,
-}
-
-/// Per-request context handed to handlers.
-pub struct Ctx {
-    pub log: RequestLog,
-    /// When the request must be answered by (body upload included).
-    pub deadline: Instant,
-}
 
 enum Route {
     Healthz,
     Readyz,
+    Metrics,
     Floor,
     JwtClaims,
     Jwt,
@@ -51,6 +38,7 @@ impl Route {
         match self {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
             Route::Floor => "bench.floor",
             Route::JwtClaims => "auth.jwt_claims",
             Route::Jwt => "auth.jwt",
@@ -86,6 +74,7 @@ fn route(app: &App, method: &Method, path: &str) -> Result<Option<Route>, &'stat
     match segs.as_slice() {
         ["healthz"] => pick(get, Route::Healthz, GET),
         ["readyz"] => pick(get, Route::Readyz, GET),
+        ["metrics"] if app.metrics_on_api && app.metrics.is_some() => pick(get, Route::Metrics, GET),
         ["__bench", "floor"] if app.bench_routes => pick(get, Route::Floor, GET),
         ["api", "v1", "auth", "jwt", "claims"] => pick(post, Route::JwtClaims, POST),
         ["api", "v1", "auth", "jwt"] => pick(post, Route::Jwt, POST),
@@ -126,6 +115,7 @@ async fn dispatch(app: &App, req: Request<Incoming>, route: Route, ctx: &mut Ctx
     match route {
         Route::Healthz => Ok(health::healthz()),
         Route::Readyz => health::readyz(app).await,
+        Route::Metrics => health::metrics(app),
         Route::Floor => health::floor(app).await,
         Route::JwtClaims => jwt::claims(app, req, ctx).await,
         Route::Jwt => jwt::mint(app, req, ctx).await,
@@ -147,6 +137,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let mut ctx = Ctx { log: RequestLog::default(), deadline: started + app.request_timeout };
 
     let mut public_api = path.starts_with("/api/");
+    let mut forward_auth = false;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     let result = if uri_len > MAX_URI {
         ctx.log.route = "uri_too_long";
@@ -159,6 +150,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Ok(Some(r)) => {
                 ctx.log.route = r.name();
                 public_api = r.is_public_api();
+                forward_auth = matches!(r, Route::Verify);
                 let deadline = ctx.deadline;
                 match tokio::time::timeout_at(deadline, dispatch(&app, req, r, &mut ctx)).await {
                     Ok(res) => res,
@@ -176,13 +168,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         }
     };
 
-    let (mut res, detail) = match result {
-        Ok(res) => (res, None),
+    let (mut res, detail, refusal, db_error) = match result {
+        Ok(res) => (res, None, None, None),
         Err(e) => {
-            let detail = e.detail.clone();
-            (e.into_response(), detail)
+            let (detail, refusal, db_error) = (e.detail.clone(), e.refusal.map(Refusal::as_str), e.db_error.map(DbError::as_str));
+            (e.into_response(), detail, refusal, db_error)
         }
     };
+    if let Some(g) = &ctx.log.grace {
+        app.grace.signal(g, res.headers_mut(), forward_auth);
+    }
     if public_api {
         res.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     }
@@ -191,7 +186,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
 
     let status = res.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    if let Some(m) = &app.metrics {
+        m.record(&Outcome {
+            route: ctx.log.route,
+            status,
+            elapsed,
+            auth: ctx.log.auth,
+            refusal,
+            db_error,
+            grace: ctx.log.grace.is_some(),
+        });
+    }
+    let ms = elapsed.as_secs_f64() * 1000.0;
     let log = &ctx.log;
     let path = safe_path(&path);
     macro_rules! line {
@@ -220,9 +227,23 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
+/// The `--metrics-listen` listener: `GET /metrics` and nothing else (not
+/// counted: scrapes are not API traffic).
+pub async fn handle_metrics_listener(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let result = match (req.uri().path(), get) {
+        ("/metrics", true) => health::metrics(&app),
+        ("/metrics", false) => Err(ApiError::method_not_allowed(GET)),
+        _ => Err(ApiError::not_found("Not found")),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Pools;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn routes_and_methods() {
@@ -234,6 +255,9 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(1),
             bench_routes: false,
             request_ids: AtomicU64::new(0),
+            metrics: Some(crate::metrics::Metrics::new()),
+            metrics_on_api: true,
+            grace: crate::grace::GraceSignals::new(None),
         };
         let name = |m: Method, p: &str| route(&app, &m, p).map(|r| r.map(|r| r.name()));
         assert_eq!(name(Method::POST, "/api/v1/sessions"), Ok(Some("sessions.create")));
@@ -246,5 +270,7 @@ mod tests {
         assert_eq!(name(Method::GET, "/api/v1/auth/verify/some/path"), Ok(Some("auth.verify")));
         assert_eq!(name(Method::POST, "/admin/api/v1/environments/e1/regenerate-api-key"), Ok(Some("admin.regenerate_api_key")));
         assert_eq!(name(Method::GET, "/nope"), Ok(None));
+        assert_eq!(name(Method::GET, "/metrics"), Ok(Some("metrics")));
+        assert_eq!(name(Method::POST, "/metrics"), Err(GET));
     }
 }

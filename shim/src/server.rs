@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::ApiError;
-use crate::router::{handle, App};
+use crate::app::App;
+use crate::errors::Body;
 
 /// Largest request head (request line + headers) accepted: beyond it, 431.
 pub const MAX_HEAD: usize = 32 * 1024;
@@ -31,13 +32,19 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
-pub async fn serve(
+/// Serve `listener` with `handle` (the API router, or the metrics-only one)
+/// until `shutdown` completes.
+pub async fn serve<H, F>(
     listener: TcpListener,
     app: Arc<App>,
+    handle: H,
     max_connections: usize,
     shutdown_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    H: Fn(Arc<App>, hyper::Request<hyper::body::Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Body>> + Send + 'static,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -12,11 +12,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::app::{App, Ctx};
 use crate::auth;
 use crate::body::{self, DateParam, Fields};
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
-use crate::router::{App, Ctx};
 
 /// A session row (columns in `db::session_columns` order) as the SDK's
 /// `SessionItem`, plus `publicAccessToken` and `isCached` when `created`.

@@ -31,10 +31,10 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::app::{App, Ctx};
 use crate::auth::{self, Caller};
 use crate::db;
 use crate::errors::{json_response, ApiError, Body};
-use crate::router::{App, Ctx};
 use crate::util::percent_decode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 

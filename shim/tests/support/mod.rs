@@ -142,39 +142,7 @@ impl Shim {
     /// answers before reading everything is observed like a real client would)
     /// and read the answer until the server closes.
     pub fn raw(&self, bytes: &[u8]) -> Resp {
-        let stream = TcpStream::connect(&self.addr).expect("connect to the shim");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let data = bytes.to_vec();
-        let w = std::thread::spawn(move || {
-            let _ = writer.write_all(&data);
-            let _ = writer.flush();
-        });
-        let mut out = Vec::new();
-        let mut reader = stream;
-        let mut buf = [0u8; 16384];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    if let Some(r) = Resp::parse(&out) {
-                        if r.complete {
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    if out.is_empty() {
-                        panic!("reading the answer failed: {e}");
-                    }
-                    break;
-                }
-            }
-        }
-        let _ = reader.shutdown(Shutdown::Both);
-        let _ = w.join();
-        Resp::parse(&out).unwrap_or_else(|| panic!("no HTTP answer, got {:?}", String::from_utf8_lossy(&out)))
+        raw_at(&self.addr, bytes)
     }
 
     // ---- admin helpers ----
@@ -204,6 +172,114 @@ impl Shim {
         let r = self.post("/api/v1/auth/jwt", Some(key), &json!({ "claims": { "scopes": scopes } }));
         assert_eq!(r.status, 200, "mint: {}", r.text());
         r.json()["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// [`Shim::raw`] to any address (e.g. the `--metrics-listen` one).
+pub fn raw_at(addr: &str, bytes: &[u8]) -> Resp {
+    let stream = TcpStream::connect(addr).expect("connect to the shim");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let data = bytes.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = writer.write_all(&data);
+        let _ = writer.flush();
+    });
+    let mut out = Vec::new();
+    let mut reader = stream;
+    let mut buf = [0u8; 16384];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if let Some(r) = Resp::parse(&out) {
+                    if r.complete {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                if out.is_empty() {
+                    panic!("reading the answer failed: {e}");
+                }
+                break;
+            }
+        }
+    }
+    let _ = reader.shutdown(Shutdown::Both);
+    let _ = w.join();
+    Resp::parse(&out).unwrap_or_else(|| panic!("no HTTP answer, got {:?}", String::from_utf8_lossy(&out)))
+}
+
+/// A scrape of `/metrics`: the text, and every sample by series
+/// (`name{labels}` as exposed).
+pub struct Scrape {
+    pub text: String,
+    pub samples: std::collections::BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            assert!(samples.insert(series.to_string(), value).is_none(), "duplicate series {series}");
+        }
+        Scrape { text: text.to_string(), samples }
+    }
+
+    /// The value of a series, 0 when absent (a counter not yet incremented).
+    pub fn get(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// Series whose value changed since `before` (new series included), with
+    /// the change; only names starting with `prefix`.
+    pub fn delta(&self, before: &Scrape, prefix: &str) -> std::collections::BTreeMap<String, f64> {
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| {
+                let d = v - before.get(k);
+                (d != 0.0).then(|| (k.clone(), d))
+            })
+            .collect()
+    }
+}
+
+/// `promtool check metrics` on an exposition (Debian's `prometheus` package,
+/// installed by scripts/setup.sh): panics with promtool's complaint.
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Shim {
+    /// Scrape `/metrics` on the API listener (or `addr`).
+    pub fn scrape_at(&self, addr: &str) -> Scrape {
+        let r = raw_at(addr, format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+        Scrape::parse(&r.text())
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        self.scrape_at(&self.addr.clone())
     }
 }
 

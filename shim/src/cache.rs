@@ -1,0 +1,440 @@
+//! The answer cache: what the extension said about a credential, kept in
+//! memory, forgotten the moment a change that could alter it commits.
+//!
+//! Why it can be trusted (the consistency promise, in README "Answer cache"):
+//!
+//! - **Invalidation comes from the database.** The extension sends
+//!   `NOTIFY api_auth_changes, '<environment id>'` from triggers on every
+//!   change that can alter an answer (rotation, grace expiry moved, purge,
+//!   archive, creation, deletion, direct table edits too), delivered at commit.
+//!   [`crate::invalidation`] listens on the primary and calls
+//!   [`Cache::invalidate`]: every entry about that environment, or signed with
+//!   its keys, is dropped, and so is every negative entry (a new key may now be
+//!   known).
+//! - **No answer from before an invalidation is stored after it.** A fill
+//!   takes a [`Ticket`] before it asks the database; [`Cache::insert`] refuses
+//!   the answer if any invalidation (or a subscription loss) happened since.
+//!   An invalidation that arrives after the insert drops the entry anyway. So
+//!   an entry is never older than the last notification about it.
+//! - **No memory without a subscription.** Until the listener has subscribed
+//!   (and flushed), and from the moment its connection drops, [`Cache::get`]
+//!   answers nothing and nothing is stored: a missed notification can never
+//!   serve a stale answer.
+//! - **Entries never outlive what they depend on**: a token's entry expires at
+//!   its `exp`, a key in grace's at its window's end, and every entry after
+//!   the backstop `max_age` (for what sends no notification, such as a
+//!   changed `api_auth.jwt_*` setting).
+//! - **No secret in memory.** Entries are keyed by SHA-256 of the credential
+//!   (and branch); the credential itself is never stored.
+//! - **Bounded, and flood-proof.** At most `capacity` entries. New entries
+//!   enter a small probation queue (a tenth of the capacity); only an entry hit
+//!   again while on probation is promoted to the main queue, where a CLOCK pass
+//!   (a second chance for entries hit since the last pass) picks victims. A
+//!   flood of one-time credentials only churns probation and can never evict
+//!   the hot entries of the main queue (the S3-FIFO idea). Negative answers
+//!   live in their own bounded queue.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of what identifies a question (credential kind, credential, branch).
+pub type Key = [u8; 32];
+
+/// The cache key of a question: never the credential itself.
+pub fn key(parts: &[&[u8]]) -> Key {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// What the counters say (for `/metrics`).
+#[derive(Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub inserts: AtomicU64,
+    /// Fills refused because an invalidation happened while they were asked.
+    pub stale_fills: AtomicU64,
+    pub evictions: AtomicU64,
+    pub expirations: AtomicU64,
+    /// Entries dropped by invalidations (notifications and flushes).
+    pub invalidated: AtomicU64,
+    pub notifications: AtomicU64,
+}
+
+/// Taken before asking the database; an insert with an outdated ticket is refused.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket(u64);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Segment {
+    Probation,
+    Main,
+    Negative,
+}
+
+struct Entry<V> {
+    /// `None`: a negative answer (the credential authenticates nothing).
+    value: Option<V>,
+    /// Environments the answer depends on (its environment, its signer).
+    environments: Vec<String>,
+    expires: Instant,
+    segment: Segment,
+    hit: bool,
+}
+
+struct Inner<V> {
+    entries: HashMap<Key, Entry<V>>,
+    by_environment: HashMap<String, HashSet<Key>>,
+    probation: VecDeque<Key>,
+    main: VecDeque<Key>,
+    negative: VecDeque<Key>,
+    counts: [usize; 3],
+}
+
+/// A bounded answer cache for values of type `V` (see the module docs).
+pub struct Cache<V> {
+    inner: Mutex<Inner<V>>,
+    capacity: usize,
+    max_age: Duration,
+    /// Bumped by every invalidation and subscription change.
+    generation: AtomicU64,
+    live: AtomicBool,
+    pub counters: Counters,
+}
+
+fn segment_index(s: Segment) -> usize {
+    match s {
+        Segment::Probation => 0,
+        Segment::Main => 1,
+        Segment::Negative => 2,
+    }
+}
+
+impl<V: Clone> Cache<V> {
+    /// A cache of at most `capacity` entries (at least 10), none older than `max_age`.
+    /// It answers nothing until [`Cache::set_live`] says a subscription is in place.
+    pub fn new(capacity: usize, max_age: Duration) -> Self {
+        Cache {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                by_environment: HashMap::new(),
+                probation: VecDeque::new(),
+                main: VecDeque::new(),
+                negative: VecDeque::new(),
+                counts: [0; 3],
+            }),
+            capacity: capacity.max(10),
+            max_age,
+            generation: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            counters: Counters::default(),
+        }
+    }
+
+    fn limit(&self, s: Segment) -> usize {
+        match s {
+            Segment::Probation | Segment::Negative => (self.capacity / 10).max(1),
+            Segment::Main => self.capacity - 2 * (self.capacity / 10).max(1),
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The subscription is in place (after a flush) or lost. Either way every
+    /// entry is dropped and every fill in flight is refused.
+    pub fn set_live(&self, live: bool) {
+        self.live.store(false, Ordering::Release);
+        self.flush();
+        self.live.store(live, Ordering::Release);
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+    }
+
+    /// Take before asking the database for an answer to cache.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.generation.load(Ordering::Acquire))
+    }
+
+    /// `Some(Some(v))` a cached answer, `Some(None)` a cached refusal, `None` unknown.
+    pub fn get(&self, key: &Key) -> Option<Option<V>> {
+        if !self.is_live() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let found = match inner.entries.get_mut(key) {
+            Some(e) if e.expires > now => {
+                e.hit = true;
+                Some(e.value.clone())
+            }
+            Some(_) => {
+                inner.remove(key);
+                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            None => None,
+        };
+        drop(inner);
+        let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Keep an answer asked with `ticket`: `value` `None` for a refusal,
+    /// `environments` it depends on, `expires_in` at most (capped by `max_age`).
+    /// Refused (false) when an invalidation happened since the ticket, or
+    /// while there is no subscription.
+    pub fn insert(&self, ticket: Ticket, key: Key, value: Option<V>, environments: Vec<String>, expires_in: Option<Duration>) -> bool {
+        if !self.is_live() {
+            return false;
+        }
+        let ttl = expires_in.map_or(self.max_age, |d| d.min(self.max_age));
+        if ttl.is_zero() {
+            return false;
+        }
+        let segment = if value.is_some() { Segment::Probation } else { Segment::Negative };
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock that invalidations take: no invalidation can
+        // slip between this check and the insert.
+        if self.generation.load(Ordering::Acquire) != ticket.0 {
+            self.counters.stale_fills.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        inner.remove(&key);
+        for env in &environments {
+            inner.by_environment.entry(env.clone()).or_default().insert(key);
+        }
+        inner.entries.insert(key, Entry { value, environments, expires: Instant::now() + ttl, segment, hit: false });
+        inner.queue(segment).push_back(key);
+        inner.counts[segment_index(segment)] += 1;
+        let evicted = self.make_room(&mut inner, segment);
+        drop(inner);
+        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        self.counters.evictions.fetch_add(evicted, Ordering::Relaxed);
+        true
+    }
+
+    /// Evict from `segment` (and, through promotions, from main) until every
+    /// segment is within its limit. Returns how many entries were evicted.
+    fn make_room(&self, inner: &mut Inner<V>, segment: Segment) -> u64 {
+        let mut evicted = 0;
+        while inner.counts[segment_index(segment)] > self.limit(segment) {
+            let Some(victim) = inner.queue(segment).pop_front() else { break };
+            let Some(e) = inner.entries.get_mut(&victim) else { continue };
+            if e.segment != segment {
+                continue; // a stale queue slot: the entry moved or was replaced
+            }
+            match (segment, e.hit) {
+                (Segment::Probation, true) => {
+                    // Hit while on probation: promoted.
+                    e.segment = Segment::Main;
+                    e.hit = false;
+                    inner.counts[segment_index(Segment::Probation)] -= 1;
+                    inner.counts[segment_index(Segment::Main)] += 1;
+                    inner.main.push_back(victim);
+                    evicted += self.make_room(inner, Segment::Main);
+                }
+                (Segment::Main, true) => {
+                    e.hit = false;
+                    inner.main.push_back(victim);
+                }
+                _ => {
+                    inner.remove(&victim);
+                    evicted += 1;
+                }
+            }
+        }
+        evicted
+    }
+
+    /// Forget everything about `environment` (and every refusal): a change to
+    /// it committed.
+    pub fn invalidate(&self, environment: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut dropped = 0;
+        if let Some(keys) = inner.by_environment.remove(environment) {
+            for k in keys {
+                dropped += u64::from(inner.remove(&k));
+            }
+        }
+        let negatives: Vec<Key> = inner.negative.drain(..).collect();
+        for k in negatives {
+            if inner.entries.get(&k).is_some_and(|e| e.segment == Segment::Negative) {
+                dropped += u64::from(inner.remove(&k));
+            }
+        }
+        drop(inner);
+        self.counters.notifications.fetch_add(1, Ordering::Relaxed);
+        self.counters.invalidated.fetch_add(dropped, Ordering::Relaxed);
+    }
+
+    /// Forget everything.
+    pub fn flush(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let dropped = inner.entries.len() as u64;
+        inner.entries.clear();
+        inner.by_environment.clear();
+        inner.probation.clear();
+        inner.main.clear();
+        inner.negative.clear();
+        inner.counts = [0; 3];
+        drop(inner);
+        self.counters.invalidated.fetch_add(dropped, Ordering::Relaxed);
+    }
+}
+
+impl<V> Inner<V> {
+    fn queue(&mut self, s: Segment) -> &mut VecDeque<Key> {
+        match s {
+            Segment::Probation => &mut self.probation,
+            Segment::Main => &mut self.main,
+            Segment::Negative => &mut self.negative,
+        }
+    }
+
+    /// Drop one entry (its queue slot goes stale and is skipped later; queues
+    /// are compacted when stale slots outnumber live ones).
+    fn remove(&mut self, key: &Key) -> bool {
+        let Some(e) = self.entries.remove(key) else { return false };
+        self.counts[segment_index(e.segment)] -= 1;
+        for env in &e.environments {
+            if let Some(set) = self.by_environment.get_mut(env) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_environment.remove(env);
+                }
+            }
+        }
+        let s = e.segment;
+        let live = self.counts[segment_index(s)];
+        let entries = &self.entries;
+        let q = match s {
+            Segment::Probation => &mut self.probation,
+            Segment::Main => &mut self.main,
+            Segment::Negative => &mut self.negative,
+        };
+        if q.len() > 2 * live + 64 {
+            q.retain(|k| entries.get(k).is_some_and(|e| e.segment == s));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(i: u64) -> Key {
+        key(&[&i.to_le_bytes()])
+    }
+
+    fn live(capacity: usize) -> Cache<u64> {
+        let c = Cache::new(capacity, Duration::from_secs(60));
+        c.set_live(true);
+        c
+    }
+
+    #[test]
+    fn nothing_without_a_subscription() {
+        let c: Cache<u64> = Cache::new(100, Duration::from_secs(60));
+        assert!(!c.insert(c.ticket(), k(1), Some(1), vec!["e".into()], None));
+        c.set_live(true);
+        assert!(c.insert(c.ticket(), k(1), Some(1), vec!["e".into()], None));
+        assert_eq!(c.get(&k(1)), Some(Some(1)));
+        c.set_live(false);
+        assert_eq!(c.get(&k(1)), None, "a lost subscription answers nothing");
+        c.set_live(true);
+        assert_eq!(c.get(&k(1)), None, "and resubscribing starts empty");
+    }
+
+    #[test]
+    fn invalidation_drops_the_environment_and_every_refusal() {
+        let c = live(100);
+        c.insert(c.ticket(), k(1), Some(1), vec!["a".into()], None);
+        c.insert(c.ticket(), k(2), Some(2), vec!["b".into(), "parent".into()], None);
+        c.insert(c.ticket(), k(3), None, vec![], None);
+        assert_eq!(c.get(&k(3)), Some(None));
+        c.invalidate("parent");
+        assert_eq!(c.get(&k(2)), None, "signed by the parent");
+        assert_eq!(c.get(&k(3)), None, "refusals go with any change");
+        assert_eq!(c.get(&k(1)), Some(Some(1)));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_fill_asked_before_an_invalidation_is_refused() {
+        let c = live(100);
+        let ticket = c.ticket();
+        c.invalidate("a");
+        assert!(!c.insert(ticket, k(1), Some(1), vec!["a".into()], None));
+        assert_eq!(c.get(&k(1)), None);
+        assert_eq!(c.counters.stale_fills.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn entries_expire() {
+        let c = live(100);
+        c.insert(c.ticket(), k(1), Some(1), vec!["a".into()], Some(Duration::from_millis(20)));
+        c.insert(c.ticket(), k(2), Some(2), vec!["a".into()], Some(Duration::ZERO));
+        assert_eq!(c.get(&k(1)), Some(Some(1)));
+        assert_eq!(c.get(&k(2)), None, "already expired: not kept");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(c.get(&k(1)), None);
+    }
+
+    #[test]
+    fn a_flood_of_new_credentials_cannot_evict_hot_entries() {
+        let c = live(1000);
+        // Hot entries: inserted and hit, then pushed through probation.
+        for i in 0..500 {
+            c.insert(c.ticket(), k(i), Some(i), vec![format!("e{i}")], None);
+            c.get(&k(i));
+        }
+        for i in 0..100_000u64 {
+            c.insert(c.ticket(), k(1_000_000 + i), Some(i), vec!["bogus".into()], None);
+            if i % 1000 == 0 {
+                for h in 0..500 {
+                    c.get(&k(h));
+                }
+            }
+        }
+        let kept = (0..500).filter(|i| c.get(&k(*i)).is_some()).count();
+        assert_eq!(kept, 500, "every hot entry survives the flood");
+        assert!(c.len() <= 1000, "bounded: {}", c.len());
+        let flood_kept = (0..100_000u64).filter(|i| c.get(&k(1_000_000 + i)).is_some()).count();
+        assert!(flood_kept <= 100, "the flood holds only probation: {flood_kept}");
+    }
+
+    #[test]
+    fn refusals_have_their_own_bound() {
+        let c = live(1000);
+        c.insert(c.ticket(), k(1), Some(1), vec!["a".into()], None);
+        c.get(&k(1));
+        for i in 0..10_000 {
+            c.insert(c.ticket(), k(100 + i), None, vec![], None);
+        }
+        assert!(c.len() <= 1 + 100);
+        assert_eq!(c.get(&k(1)), Some(Some(1)));
+    }
+
+    #[test]
+    fn keys_are_hashes_of_all_parts() {
+        assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]), "parts are length-prefixed");
+        assert_eq!(key(&[b"tr_dev_x"]).len(), 32);
+    }
+}
