@@ -231,3 +231,22 @@ impl Drop for PrivateCluster {
         let _ = std::fs::remove_dir_all(&self.home);
     }
 }
+
+/// What a database's api_auth tables hold, as text, table by table (ordered by
+/// key). Equal snapshots mean equal data, timestamps to the microsecond included:
+/// what a backup (tests/backup.rs) or a pg_upgrade (tests/pg_upgrade.rs) must keep.
+pub fn snapshot(db: &mut Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("runtime_environment", "id"),
+        ("revoked_api_key", "id"),
+        ("session", "id"),
+        ("audit_event", "id"),
+    ] {
+        let rows = db
+            .query(&format!("SELECT t::text FROM api_auth.{table} t ORDER BY {order}"), &[])
+            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+        out.extend(rows.iter().map(|r| format!("{table}: {}", r.get::<_, String>(0))));
+    }
+    out
+}
