@@ -9,6 +9,13 @@
 #   bash scripts/bench.sh --http-only   # only the HTTP figures (shim, Node reference,
 #                                       # metrics on vs --no-metrics) at the full base point;
 #                                       # writes bench/results/http/ (not committed)
+#   bash scripts/bench.sh --replicas-only [--smoke]   # only the read-replica section
+#
+# The read-replica section (after the rest; API_AUTH_BENCH_REPLICAS=0 skips it)
+# starts a streaming hot standby of the bench cluster (pg_basebackup -R) and
+# compares a shim reading from it with a shim on the primary alone: verify
+# throughput ratio, share of lookups run by the standby, revocation delay
+# (bench/results/replicas.json; for a smoke run bench/results/smoke/).
 #
 # Writes bench/results/latest.json, latest.txt (the table) and scale.svg (a smoke run:
 # bench/results/smoke/, not committed). Benchmarks are
@@ -25,6 +32,8 @@
 #   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
+#   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 6);
+#                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7)
 #
 # The extension is not installed into the system PostgreSQL: `cargo pgrx
 # package` builds the release .so and the bench runs it from a private copy
@@ -35,13 +44,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 MODE=full
+REPLICAS_ONLY=0
 HTTP_ONLY=0
 for a in "$@"; do
   case "$a" in
     --smoke) MODE=smoke ;;
+    --replicas-only) REPLICAS_ONLY=1 ;;
     --http-only) HTTP_ONLY=1 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
-    *) echo "usage: $0 [--smoke] [--http-only]" >&2; exit 2 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    *) echo "usage: $0 [--smoke] [--http-only | --replicas-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -70,7 +81,19 @@ cargo build --release --quiet -p api_auth_shim -p api_auth_bench
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$REPO/target}
 
+SB_PORT=${API_AUTH_BENCH_STANDBY_PGPORT:-$((PORT + 6))}
+SB_HOME=$HOME_DIR/standby
+SB_DATA=$SB_HOME/pgdata
+SB_RUN=$SB_HOME/run
+
+stop_standby() {
+  if [ -s "$SB_DATA/PG_VERSION" ] && [ -x "$PGBIN/pg_ctl" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$SB_DATA" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
 stop_cluster() {
+  stop_standby
   if [ -s "$DATA/PG_VERSION" ] && [ -x "$PGBIN/pg_ctl" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
   fi
@@ -80,7 +103,7 @@ stop_cluster() {
 # included) and share folder, plus the freshly packaged release extension.
 # PostgreSQL finds lib/ and share/ relative to its binary.
 stop_cluster
-rm -rf "$ROOT" "$DATA" "$RUN" "$WORK"
+rm -rf "$ROOT" "$DATA" "$RUN" "$WORK" "$SB_HOME"
 mkdir -p "$ROOT/usr/lib/postgresql/15/lib" "$ROOT/usr/share/postgresql" "$RUN" "$WORK"
 cp -a /usr/lib/postgresql/15/bin "$ROOT/usr/lib/postgresql/15/"
 find /usr/lib/postgresql/15/lib -maxdepth 1 -type f -name '*.so' ! -name 'api_auth*' \
@@ -138,8 +161,34 @@ export API_AUTH_BENCH_NODE_DIR=$NODE_DIR
 export API_AUTH_BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export API_AUTH_BENCH_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ARGS=(run)
-if [ "$MODE" = smoke ]; then ARGS+=(--smoke); fi
+SMOKE=()
+if [ "$MODE" = smoke ]; then ARGS+=(--smoke); SMOKE=(--smoke); fi
 if [ "$HTTP_ONLY" = 1 ]; then ARGS+=(--http-only); fi
-"$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
+if [ "$REPLICAS_ONLY" = 0 ]; then
+  "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
+fi
+
+# The read-replica section: a streaming standby of the bench cluster, from the
+# same private binaries, started only now so that it costs the other figures
+# nothing.
+if [ "${API_AUTH_BENCH_REPLICAS:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ]; then
+  log "read replicas: pg_basebackup -R to $SB_DATA, standby on port $SB_PORT"
+  "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d "$DB" \
+    -c "ALTER SYSTEM SET track_functions = 'all'" -c "SELECT pg_reload_conf()" >/dev/null
+  mkdir -p "$SB_HOME" "$SB_RUN"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$SB_HOME" "$SB_RUN"; fi
+  as_pg "$PGBIN/pg_basebackup" -h "$RUN" -p "$PORT" -U postgres -D "$SB_DATA" -R -X stream -c fast
+  printf "port = %s\nunix_socket_directories = '%s'\nhot_standby = on\n" "$SB_PORT" "$SB_RUN" |
+    as_pg tee -a "$SB_DATA/postgresql.conf" >/dev/null
+  as_pg "$PGBIN/pg_ctl" -D "$SB_DATA" -l "$SB_HOME/postgres.log" -w -t 120 start >/dev/null
+  export API_AUTH_BENCH_STANDBY_PGPORT=$SB_PORT
+  export API_AUTH_BENCH_REPLICA_SHIM_PORT=${API_AUTH_BENCH_REPLICA_SHIM_PORT:-$((PORT + 7))}
+  "$TARGET_DIR/release/api_auth_bench" replicas "${SMOKE[@]}" | tee -a "$WORK/table.txt"
+  stop_standby
+fi
 # The printed table beside the raw numbers, as committed for a full run.
-cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/latest.txt"
+if [ "$REPLICAS_ONLY" = 0 ]; then
+  cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/latest.txt"
+else
+  cp "$WORK/table.txt" "$API_AUTH_BENCH_OUT/replicas.txt"
+fi

@@ -4,23 +4,26 @@
 # shim logs in as the two roles start.sh created for it, neither of them a
 # superuser, each a member of its extension role, and that the routes work
 # through them (an admin route as the admin role, verify as the client role).
+# It runs the replica topology (API_AUTH_REPLICAS=1): a streaming standby on
+# the cluster's port + 1 serves the verify calls, as /readyz counts.
 #
 #   bash scripts/check-start.sh
 #
 # Uses the extension already installed into PostgreSQL (scripts/test.sh
 # installs it first): API_AUTH_START_SKIP_INSTALL=1.
-# Settings: API_AUTH_CHECK_PGPORT (default 25481), API_AUTH_CHECK_LISTEN_PORT (25482).
+# Settings: API_AUTH_CHECK_PGPORT (default 25481; the standby takes the next
+# port), API_AUTH_CHECK_LISTEN_PORT (25483).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PGPORT=${API_AUTH_CHECK_PGPORT:-25481}
-PORT=${API_AUTH_CHECK_LISTEN_PORT:-25482}
+PORT=${API_AUTH_CHECK_LISTEN_PORT:-25483}
 HOME_DIR=$(mktemp -d /var/tmp/api_auth-start-check.XXXXXX)
 PSQL=/usr/lib/postgresql/15/bin/psql
 fail() { echo "[check-start] FAIL: $*" >&2; exit 1; }
 
 export API_AUTH_HOME=$HOME_DIR API_AUTH_PGPORT=$PGPORT API_AUTH_LISTEN=127.0.0.1:$PORT API_AUTH_FAST=1
-export API_AUTH_START_SKIP_INSTALL=1
+export API_AUTH_START_SKIP_INSTALL=1 API_AUTH_REPLICAS=1
 unset API_AUTH_ADMIN_TOKEN
 shim_pid=
 cleanup() {
@@ -50,6 +53,20 @@ KEY=$(curl -fsS -X POST "http://127.0.0.1:$PORT/admin/api/v1/environments" \
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/auth/verify")" = 200 ] ||
   fail "verify with a fresh key"
 
+# The standby is used for authentication reads once the shim has measured it.
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" | grep -q '"usable":true' && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$PORT/readyz" | grep -q '"usable":true' || fail "the standby never became usable"
+for _ in 1 2 3 4 5; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/auth/verify")" = 200 ] ||
+    fail "verify through the standby"
+done
+served=$(curl -fsS "http://127.0.0.1:$PORT/readyz" | sed -E 's/.*"served":([0-9]+).*/\1/')
+[ "${served:-0}" -ge 5 ] || fail "the standby served $served verify calls, expected at least 5"
+echo "[check-start] standby on port $((PGPORT + 1)) served $served authentication reads"
+
 q() { "$PSQL" -X -At -h "$HOME_DIR/run" -p "$PGPORT" -U postgres -d api_auth -c "$1"; }
 # Who the shim's connections are (it names itself api-auth-shim).
 sessions=$(q "SELECT DISTINCT a.usename || ':' || r.rolsuper
@@ -64,4 +81,4 @@ echo "$sessions" | grep -q ':true' && fail "the shim is connected as a superuser
 [ "$(q "SELECT pg_has_role('api_auth_shim_admin', 'api_auth_admin', 'MEMBER')")" = t ] || fail "api_auth_shim_admin is not an admin"
 [ "$(q "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'api_auth_shim_%' AND (rolsuper OR rolcreaterole OR rolcreatedb)")" = 0 ] ||
   fail "a shim role has superuser, createrole or createdb"
-echo "[check-start] ok: start.sh runs the shim as api_auth_shim_client and api_auth_shim_admin, no superuser"
+echo "[check-start] ok: start.sh runs the shim as api_auth_shim_client and api_auth_shim_admin, no superuser, with a standby for reads"

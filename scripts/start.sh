@@ -3,6 +3,8 @@
 # the HTTP shim in front of it. Installs whatever is missing first.
 #
 #   bash scripts/start.sh            # cluster on 127.0.0.1:25415, shim on 127.0.0.1:8787
+#   API_AUTH_REPLICAS=1 bash scripts/start.sh   # plus a streaming hot standby on 25416,
+#                                    # which serves the shim's authentication reads
 #
 # Least privilege by default: the shim does not log in as the superuser but as
 # two login roles created for it, api_auth_shim_client (member of
@@ -13,6 +15,8 @@
 # Environment: API_AUTH_HOME (data folder, default /var/tmp/api_auth),
 # API_AUTH_PGPORT (25415), API_AUTH_LISTEN (127.0.0.1:8787),
 # API_AUTH_ADMIN_TOKEN (default: a random token kept in $API_AUTH_HOME/admin-token),
+# API_AUTH_REPLICAS (number of hot standbys, default 0; standby N lives in
+# $API_AUTH_HOME/standbyN and listens on API_AUTH_PGPORT + N).
 # API_AUTH_START_SKIP_INSTALL=1 (use the extension already installed into
 # PostgreSQL instead of building and installing it).
 set -euo pipefail
@@ -55,6 +59,16 @@ GRANT api_auth_admin TO $ADMIN_ROLE;
 GRANT CONNECT ON DATABASE "$API_AUTH_DB" TO $CLIENT_ROLE, $ADMIN_ROLE;
 EOSQL
 
+REPLICAS=${API_AUTH_REPLICAS:-0}
+case "$REPLICAS" in ''|*[!0-9]*) echo "API_AUTH_REPLICAS must be a number" >&2; exit 2 ;; esac
+replica_args=()
+for n in $(seq 1 "$REPLICAS"); do
+  sb_port=$((API_AUTH_PGPORT + n))
+  echo "[start] hot standby $n (pg_basebackup -R, streaming) on 127.0.0.1:$sb_port" >&2
+  API_AUTH_STANDBY_HOME=$API_AUTH_HOME/standby$n API_AUTH_STANDBY_PGPORT=$sb_port bash scripts/cluster.sh standby-start
+  replica_args+=(--replica-database-url "postgresql://$CLIENT_ROLE@127.0.0.1:$sb_port/$API_AUTH_DB")
+done
+
 token_file=$API_AUTH_HOME/admin-token
 if [ -z "${API_AUTH_ADMIN_TOKEN:-}" ] && [ ! -s "$token_file" ]; then
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file")
@@ -65,6 +79,7 @@ cat <<EOM
 api_auth is up.
   psql:  psql -h $API_AUTH_HOME/run -p $API_AUTH_PGPORT -U postgres $API_AUTH_DB
   shim:  http://$LISTEN   (admin token in $token_file)
+  standbys: $REPLICAS (authentication reads; see /readyz "reads")
          metrics: http://$LISTEN/metrics
   roles: the shim logs in as $CLIENT_ROLE (member of api_auth_client, public routes)
          and $ADMIN_ROLE (member of api_auth_admin, /admin routes), not as a superuser
@@ -77,11 +92,11 @@ Try it (paste into another terminal):
   curl -s -X POST http://$LISTEN/api/v1/auth/jwt -H "Authorization: Bearer \$KEY" \\
         -H 'Content-Type: application/json' -d '{"claims": {"scopes": ["read:runs"]}}'
 
-Stop the shim with Ctrl-C; stop the database with: bash scripts/cluster.sh stop
+Stop the shim with Ctrl-C; stop the database (and its standbys) with: bash scripts/cluster.sh stop
 EOM
 
 args=(--database-url "postgresql://$CLIENT_ROLE@127.0.0.1:$API_AUTH_PGPORT/$API_AUTH_DB"
       --admin-database-url "postgresql://$ADMIN_ROLE@127.0.0.1:$API_AUTH_PGPORT/$API_AUTH_DB"
-      --listen "$LISTEN")
+      --listen "$LISTEN" "${replica_args[@]}")
 if [ -z "${API_AUTH_ADMIN_TOKEN:-}" ]; then args+=(--admin-token-file "$token_file"); fi
 exec target/release/api-auth-shim "${args[@]}"

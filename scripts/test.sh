@@ -77,9 +77,10 @@ counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_
   awk '{p+=$4; f+=$6} END {print p+0, f+0}')
 echo "tests: ${counts% *} passed, ${counts#* } failed"
 
-# scripts/start.sh runs the shim as its two least-privilege roles, not as a superuser.
-echo "== start.sh least privilege"
-API_AUTH_CHECK_PGPORT=$((API_AUTH_PGPORT + 53)) API_AUTH_CHECK_LISTEN_PORT=$((API_AUTH_PGPORT + 54)) \
+# scripts/start.sh runs the shim as its two least-privilege roles, not as a superuser,
+# with a streaming standby serving the authentication reads (API_AUTH_REPLICAS=1).
+echo "== start.sh least privilege and replica topology"
+API_AUTH_CHECK_PGPORT=$((API_AUTH_PGPORT + 53)) API_AUTH_CHECK_LISTEN_PORT=$((API_AUTH_PGPORT + 58)) \
   bash scripts/check-start.sh || status=1
 
 # Fuzz smoke of the token and scope code (no PostgreSQL involved):

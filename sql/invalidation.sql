@@ -7,34 +7,37 @@
 -- NOTIFY api_auth_changes with the environment's id as payload. From
 -- triggers, so direct table edits count too; PostgreSQL delivers them only
 -- once the transaction commits, and folds repeats within one transaction.
--- A listener forgets every answer about that environment or signed with its
--- keys (a preview branch's are its parent's), and every negative answer (a
--- new key may now be known). Environment ids are not secrets (they are every
+-- A change to a preview parent notifies each of its branches too (they
+-- authenticate with the parent's keys). A listener forgets every answer about
+-- a notified environment, and every negative answer (a new key may now be
+-- known). Environment ids are not secrets (they are every
 -- token's `sub`); keys never appear.
 
 CREATE FUNCTION api_auth.notify_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    changed text[];
 BEGIN
     IF TG_TABLE_NAME = 'runtime_environment' THEN
-        IF TG_OP <> 'DELETE' THEN
-            PERFORM pg_catalog.pg_notify('api_auth_changes', NEW.id);
-        END IF;
-        IF TG_OP <> 'INSERT' THEN
-            PERFORM pg_catalog.pg_notify('api_auth_changes', OLD.id);
-        END IF;
+        changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.id END, CASE WHEN TG_OP <> 'INSERT' THEN OLD.id END];
     ELSE
-        IF TG_OP <> 'DELETE' THEN
-            PERFORM pg_catalog.pg_notify('api_auth_changes', NEW.runtime_environment_id);
-        END IF;
-        IF TG_OP <> 'INSERT' THEN
-            PERFORM pg_catalog.pg_notify('api_auth_changes', OLD.runtime_environment_id);
-        END IF;
+        changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.runtime_environment_id END,
+                         CASE WHEN TG_OP <> 'INSERT' THEN OLD.runtime_environment_id END];
     END IF;
+    -- A preview branch authenticates with its parent's keys: a change to the
+    -- parent changes the branches' answers too.
+    PERFORM pg_catalog.pg_notify('api_auth_changes', e.id)
+    FROM (SELECT DISTINCT id FROM (
+              SELECT pg_catalog.unnest(changed) AS id
+              UNION ALL
+              SELECT b.id FROM api_auth.runtime_environment b
+              WHERE b.parent_environment_id OPERATOR(pg_catalog.=) ANY (changed)) ids
+          WHERE id IS NOT NULL) e;
     RETURN NULL;
 END
 $fn$;
 COMMENT ON FUNCTION api_auth.notify_change() IS
-    'NOTIFY api_auth_changes, payload = the environment id, for every change to runtime_environment or revoked_api_key (delivered at commit): answer caches forget what they hold about that environment.';
+    'NOTIFY api_auth_changes, payload = an environment id, for every change to runtime_environment or revoked_api_key (delivered at commit), once for the environment and once for each of its preview branches: answer caches forget what they hold about it.';
 
 CREATE TRIGGER notify_runtime_environment AFTER INSERT OR UPDATE OR DELETE ON api_auth.runtime_environment
     FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();

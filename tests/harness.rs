@@ -182,17 +182,30 @@ pub struct PrivateCluster {
     pub db: String,
 }
 
+/// Percent-encode a value for a URL query (`sslrootcert=/var/tmp/x%20y/ca.crt`).
+pub fn url_encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A free TCP port on 127.0.0.1 (for a server of a test's own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
 impl PrivateCluster {
     pub fn start(name: &str) -> PrivateCluster {
         let home = std::path::PathBuf::from(format!("/var/tmp/api_auth-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&home);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let cluster = PrivateCluster { home, port, db: name.to_owned() };
+        let cluster = PrivateCluster { home, port: free_port(), db: name.to_owned() };
         cluster.run("start");
         cluster
     }
 
     fn run(&self, action: &str) {
+        self.run_with(action, &[]);
+    }
+
+    fn run_with(&self, action: &str, env: &[(&str, String)]) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
         let status = std::process::Command::new("bash")
             .arg(script)
@@ -201,9 +214,24 @@ impl PrivateCluster {
             .env("API_AUTH_PGPORT", self.port.to_string())
             .env("API_AUTH_DB", &self.db)
             .env("API_AUTH_FAST", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .status()
             .expect("run scripts/cluster.sh");
         assert!(status.success(), "cluster.sh {action} failed");
+    }
+
+    /// A streaming hot standby of this cluster (`pg_basebackup -R`, its own
+    /// data folder and port), started and ready for read-only queries.
+    /// Settings to replicate (e.g. `track_functions`) must be set before.
+    pub fn start_standby(&self) -> Standby<'_> {
+        let standby = Standby { primary: self, home: self.home.join("standby"), port: free_port() };
+        standby.run("standby-start");
+        standby
+    }
+
+    /// A superuser connection over the cluster's socket.
+    pub fn connect(&self) -> Client {
+        connect(&self.dsn())
     }
 
     pub fn stop(&self) {
@@ -222,6 +250,72 @@ impl PrivateCluster {
     /// URL over TCP loopback.
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{}", self.port, self.db)
+    }
+}
+
+/// A hot standby of a [`PrivateCluster`]; stopped on drop.
+pub struct Standby<'a> {
+    primary: &'a PrivateCluster,
+    pub home: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl Standby<'_> {
+    fn run(&self, action: &str) {
+        self.primary.run_with(
+            action,
+            &[("API_AUTH_STANDBY_HOME", self.home.display().to_string()), ("API_AUTH_STANDBY_PGPORT", self.port.to_string())],
+        );
+    }
+
+    pub fn stop(&self) {
+        self.run("standby-stop");
+    }
+
+    pub fn start(&self) {
+        self.run("standby-start");
+    }
+
+    pub fn dsn(&self) -> String {
+        format!("host={}/run port={} user=postgres dbname={}", self.home.display(), self.port, self.primary.db)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{}", self.port, self.primary.db)
+    }
+
+    pub fn connect(&self) -> Client {
+        connect(&self.dsn())
+    }
+
+    /// Wait until the standby has replayed everything the primary has flushed
+    /// now; panics after `within`.
+    pub fn wait_caught_up(&self, within: std::time::Duration) {
+        let target: String = self
+            .primary
+            .connect()
+            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+            .expect("primary LSN")
+            .get(0);
+        let mut standby = self.connect();
+        let start = std::time::Instant::now();
+        loop {
+            let done: bool = standby
+                .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&target])
+                .expect("replay LSN")
+                .get(0);
+            if done {
+                return;
+            }
+            assert!(start.elapsed() < within, "the standby did not replay up to {target} within {within:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Standby<'_> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

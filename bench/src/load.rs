@@ -220,6 +220,34 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
     result
 }
 
+/// One keep-alive connection for requests one at a time (status only).
+pub struct Client(Conn);
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client(Conn { addr, stream: None, buf: Vec::with_capacity(16 * 1024) })
+    }
+
+    /// `GET path` with an optional bearer credential; the status code.
+    pub fn get(&mut self, path: &str, bearer: Option<&str>) -> Result<u16, String> {
+        let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}\r\n", self.0.addr);
+        self.0.roundtrip(req.as_bytes())
+    }
+}
+
+/// `GET path` once and parse the JSON body (for `/readyz`).
+pub fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let body = find(&raw, b"\r\n\r\n").map(|i| &raw[i + 4..]).ok_or("no HTTP answer")?;
+    serde_json::from_slice(body).map_err(|e| format!("{path}: not JSON: {e}"))
+}
+
 /// GET `path` once (no credentials); true on 200. For readiness checks.
 pub fn probe(addr: SocketAddr, path: &str) -> bool {
     let mut conn = Conn { addr, stream: None, buf: Vec::new() };

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! api_auth_bench run [--smoke]      everything: data, pgbench, HTTP, memory, report
+//! api_auth_bench replicas [--smoke] the shim with a streaming standby vs the primary alone
 //! api_auth_bench load URL PATH [--creds FILE] [--conns N] [--secs S]
 //!                                   one HTTP load run, JSON on stdout
 //! ```
@@ -15,6 +16,7 @@
 mod load;
 mod pg;
 mod plot;
+mod replicas;
 mod report;
 
 use std::collections::BTreeMap;
@@ -219,7 +221,8 @@ fn main() {
         Some("run") => run(args.iter().any(|a| a == "--smoke"), args.iter().any(|a| a == "--http-only")),
         Some("load") => load_cmd(&args[1..]),
         Some("plot") => plot_cmd(&args[1..]),
-        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
+        Some("replicas") => replicas::run(args.iter().any(|a| a == "--smoke")),
+        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };

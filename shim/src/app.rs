@@ -6,6 +6,7 @@
 //! this module, never on the router.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -13,10 +14,13 @@ use crate::db::Pools;
 use crate::grace::GraceSignals;
 use crate::logging::RequestLog;
 use crate::metrics::Metrics;
+use crate::replicas::Reads;
 
 /// Shared by every request.
 pub struct App {
     pub pools: Pools,
+    /// Where authentication reads run (replicas or the primary).
+    pub reads: Arc<Reads>,
     pub separate_admin_pool: bool,
     pub admin_token: Option<String>,
     pub request_timeout: std::time::Duration,

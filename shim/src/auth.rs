@@ -242,33 +242,41 @@ pub fn token_error_message(code: &str) -> &'static str {
 }
 
 /// Authenticate a secret key or a public token; 401 otherwise (publishable
-/// keys and unknown credentials included).
+/// keys and unknown credentials included). A token refusal carries the SQL
+/// function's reason as the error's (logged) detail. Pure database work, so
+/// that it can run on a replica and again on the primary
+/// ([`crate::replicas::Reads::auth_read`]); [`log_caller`] records the result.
 pub async fn authenticate(
     client: &deadpool_postgres::Client,
     cred: Option<&Credential>,
     headers: &HeaderMap,
-    log: &mut RequestLog,
 ) -> Result<Caller, ApiError> {
     let Some(c) = cred else { return Err(refuse(None)) };
     match c.kind {
         CredentialKind::SecretKey => match find_by_key(client, &c.value, headers).await? {
-            Some(k) => {
-                accept_key(log, &c.value, &k);
-                Ok(Caller::Key(k))
-            }
+            Some(k) => Ok(Caller::Key(k)),
             None => Err(refuse(cred)),
         },
         CredentialKind::PublicToken => match validate_token(client, &c.value).await? {
-            Ok(t) => {
-                accept_token(log, &t);
-                Ok(Caller::Token(t))
-            }
-            Err(code) => {
-                log.note = Some(format!("token refused: {code}"));
-                Err(ApiError::unauthorized(token_error_message(&code)).with_refusal(Refusal::from_token_error(&code)))
-            }
+            Ok(t) => Ok(Caller::Token(t)),
+            Err(code) => Err(ApiError::unauthorized(token_error_message(&code))
+                .with_refusal(Refusal::from_token_error(&code))
+                .with_detail(format!("token refused: {code}"))),
         },
         CredentialKind::PublishableKey | CredentialKind::Unknown => Err(refuse(cred)),
+    }
+}
+
+/// Record in the request log who [`authenticate`] accepted: the environment,
+/// the method, and the grace window when the key in use is in one.
+pub fn log_caller(log: &mut RequestLog, cred: Option<&Credential>, caller: &Caller) {
+    match caller {
+        Caller::Key(k) => {
+            if let Some(c) = cred {
+                accept_key(log, &c.value, k);
+            }
+        }
+        Caller::Token(t) => accept_token(log, t),
     }
 }
 

@@ -59,6 +59,45 @@ pub struct Args {
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Connection string of a hot-standby replica (repeatable)
+    ///
+    /// A streaming replica of DATABASE_URL's database. Authentication reads
+    /// (verify, claims, minting, the credential check of sessions, reading a
+    /// session) go to a replica whose replay lag is within --max-replica-lag;
+    /// writes and admin routes to the primary. The variable holds postgres://
+    /// URLs separated by spaces (give key=value strings with the flag). All
+    /// connection strings accept sslmode (disable, prefer, require,
+    /// verify-ca, verify-full) and sslrootcert like libpq.
+    #[arg(long = "replica-database-url", env = "API_AUTH_REPLICA_DATABASE_URLS", value_name = "URL",
+          hide_env_values = true, action = clap::ArgAction::Append)]
+    pub replica_database_urls: Vec<String>,
+
+    /// Replay lag beyond which a replica is not used, in seconds
+    ///
+    /// Measured by comparing WAL positions (the primary's flush LSN against
+    /// the replica's replay LSN), so an idle primary does not make a replica
+    /// look late. The worst-case delay for a revocation to reach reads served
+    /// by replicas. A replica that is down or behind is skipped and retried;
+    /// with none usable, reads go to the primary.
+    #[arg(long, env = "API_AUTH_MAX_REPLICA_LAG", value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub max_replica_lag: Duration,
+
+    /// Replica refusals confirmed on the primary per second
+    ///
+    /// A refusal from a replica (unknown key, token failing every key, session
+    /// not found) may only mean the replica has not replayed a recent write,
+    /// so it is asked again on the primary, at most this many times per second
+    /// (a flood of bogus credentials stays on the replicas). Past the budget
+    /// the replica's refusal is the answer. 0: never confirm.
+    #[arg(long, env = "API_AUTH_REPLICA_CONFIRM_RATE", value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub replica_confirm_rate: u32,
+
+    /// Maximum PostgreSQL connections per replica [default: --pool-size]
+    #[arg(long, env = "API_AUTH_REPLICA_POOL_SIZE", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub replica_pool_size: Option<u32>,
+
     /// Connection string of the /admin routes [default: DATABASE_URL]
     ///
     /// Used by the /admin routes (rotation, revoked-key
@@ -199,6 +238,10 @@ impl From<LogLevel> for tracing::Level {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database_url: String,
+    pub replica_database_urls: Vec<String>,
+    pub max_replica_lag: Duration,
+    pub replica_confirm_rate: u32,
+    pub replica_pool_size: usize,
     /// `None`: the admin routes share the public pool.
     pub admin_database_url: Option<String>,
     pub listen: SocketAddr,
@@ -230,6 +273,23 @@ fn seconds(s: &str) -> Result<Duration, String> {
         Ok(n) if n > 0.0 && n <= 86_400.0 => Ok(Duration::from_secs_f64(n)),
         _ => Err(format!("{s:?} is not a number of seconds greater than 0 and at most 86400")),
     }
+}
+
+/// Replica connection strings: a value made only of space-separated
+/// `postgres://` URLs (the environment variable's form) is a list; anything
+/// else (a libpq key=value string, which has spaces of its own) is one string.
+fn split_url_lists(values: Vec<String>) -> Vec<String> {
+    let is_url = |s: &str| s.starts_with("postgres://") || s.starts_with("postgresql://");
+    let mut out = Vec::new();
+    for v in values {
+        let parts: Vec<&str> = v.split_whitespace().collect();
+        if parts.len() > 1 && parts.iter().all(|p| is_url(p)) {
+            out.extend(parts.into_iter().map(str::to_string));
+        } else if !v.trim().is_empty() {
+            out.push(v.trim().to_string());
+        }
+    }
+    out
 }
 
 /// Refuse `--admin-token` with a message that says why and what to use
@@ -309,8 +369,13 @@ impl Config {
             ));
         };
         let admin_database_url = args.admin_database_url.filter(|u| !u.is_empty() && *u != database_url);
+        let replica_database_urls = split_url_lists(args.replica_database_urls);
         Ok(Config {
             database_url,
+            replica_database_urls,
+            max_replica_lag: args.max_replica_lag,
+            replica_confirm_rate: args.replica_confirm_rate,
+            replica_pool_size: args.replica_pool_size.unwrap_or(args.pool_size) as usize,
             admin_database_url,
             listen: args.listen,
             pool_size: args.pool_size as usize,
@@ -386,6 +451,27 @@ mod tests {
         assert!(msg(&["--database-url=x", "--no-metrics", "--metrics-listen", "127.0.0.1:9"]).contains("cannot be used with"));
         // The token never shows up in an error, even the one refusing it.
         assert!(!msg(&["--database-url=x", "--admin-token=s3cret"]).contains("s3cret"));
+    }
+
+    #[test]
+    fn replica_urls_repeat_and_lists_split_but_key_value_strings_do_not() {
+        let c = run(&[
+            "--database-url=x",
+            "--replica-database-url",
+            "postgres://a/db postgresql://b/db",
+            "--replica-database-url",
+            "host=c port=5 dbname=db",
+            "--max-replica-lag=0.25",
+        ])
+        .unwrap();
+        assert_eq!(c.replica_database_urls, ["postgres://a/db", "postgresql://b/db", "host=c port=5 dbname=db"]);
+        assert_eq!(c.max_replica_lag, Duration::from_millis(250));
+        assert_eq!(c.replica_confirm_rate, 50);
+        assert_eq!(c.replica_pool_size, 16);
+        let c = run(&["--database-url=x", "--pool-size=4", "--replica-confirm-rate=0"]).unwrap();
+        assert!(c.replica_database_urls.is_empty());
+        assert_eq!((c.replica_confirm_rate, c.replica_pool_size), (0, 4));
+        assert!(run(&["--database-url=x", "--max-replica-lag=0"]).is_err());
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::errors::{from_db, from_pool, ApiError};
 
@@ -37,9 +36,28 @@ impl Pools {
 }
 
 /// Build a pool. Nothing connects yet: connections open on first use, so the
-/// shim starts (and answers 503) while the database is down.
+/// shim starts (and answers 503) while the database is down. TLS follows the
+/// string's `sslmode`/`sslrootcert` (see [`crate::tls`]).
 pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let target = connect_target(url, db_timeout)?;
+    tracing::debug!(tls = %target.describe(), "connection pool");
+    let manager = Manager::from_config(target.config, target.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(db_timeout))
+        .create_timeout(Some(db_timeout))
+        .recycle_timeout(Some(db_timeout))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))
+}
+
+/// The connection settings of `url` as the shim uses them (timeouts,
+/// keepalives, application name, statement timeout) and its TLS connector;
+/// for pools and for the replica monitor's own connections.
+pub fn connect_target(url: &str, db_timeout: Duration) -> Result<crate::tls::Target, String> {
+    let mut target = crate::tls::target(url, &|k| std::env::var(k).ok())?;
+    let cfg = &mut target.config;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(db_timeout);
     }
@@ -62,15 +80,7 @@ pub fn pool(url: &str, size: usize, db_timeout: Duration) -> Result<Pool, String
     // SET; appended last, this one outranks the URL's own options too.
     options.push_str(" -c search_path=pg_catalog,pg_temp");
     cfg.options(options.trim_start());
-    let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(db_timeout))
-        .create_timeout(Some(db_timeout))
-        .recycle_timeout(Some(db_timeout))
-        .build()
-        .map_err(|e| format!("cannot build the connection pool: {e}"))
+    Ok(target)
 }
 
 /// A pooled connection, or 503.

@@ -26,7 +26,7 @@ pub fn issue(path: &[&str], code: &str, message: impl Into<String>) -> Value {
     json!({ "code": code, "path": path, "message": message.into() })
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: Value,
@@ -303,5 +303,32 @@ pub fn from_pool(err: deadpool_postgres::PoolError) -> ApiError {
         PoolError::Timeout(TimeoutType::Wait) => DbError::PoolExhausted,
         _ => DbError::Connection,
     };
-    ApiError::unavailable("Database unavailable").with_detail(format!("pool: {err}")).with_db_error(kind)
+    ApiError::unavailable("Database unavailable").with_detail(format!("pool: {}", pool_error_text(&err))).with_db_error(kind)
+}
+
+/// A PostgreSQL client error with its causes, for logs: the server's own
+/// message for an error it sent (`FATAL 28000: no pg_hba.conf entry ...`),
+/// otherwise the chain of reasons (`error performing TLS handshake: invalid
+/// peer certificate: UnknownIssuer`). tokio-postgres's `Display` alone says
+/// only "db error".
+pub fn pg_error_text(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// [`pg_error_text`] for a pool's failure to hand out a connection.
+pub fn pool_error_text(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(e) => pg_error_text(e),
+        other => other.to_string(),
+    }
 }

@@ -28,14 +28,16 @@ pub async fn readyz(app: &App) -> Result<Response<Body>, ApiError> {
         db::query(&admin, db::FLOOR, &[], "").await?;
     }
     let status = app.pools.public.status();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "status": "ready",
-            "extension": { "name": "api_auth", "version": version },
-            "pool": { "size": status.size, "available": status.available, "max": status.max_size },
-        }),
-    ))
+    let mut body = json!({
+        "status": "ready",
+        "extension": { "name": "api_auth", "version": version },
+        "pool": { "size": status.size, "available": status.available, "max": status.max_size },
+    });
+    // Replicas never make the shim unready: without them reads go to the primary.
+    if app.reads.has_replicas() {
+        body["reads"] = app.reads.status();
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 pub async fn floor(app: &App) -> Result<Response<Body>, ApiError> {
@@ -48,11 +50,15 @@ pub async fn floor(app: &App) -> Result<Response<Body>, ApiError> {
 /// The Prometheus exposition, pools sampled now. 404 with `--no-metrics`.
 pub fn metrics(app: &App) -> Result<Response<Body>, ApiError> {
     let Some(metrics) = &app.metrics else { return Err(ApiError::not_found("Not found")) };
+    // Replica pools are named `replica:<host:port/dbname>` (from the configuration).
+    let replicas: Vec<(String, deadpool_postgres::Pool)> =
+        app.reads.replica_pools().into_iter().map(|(name, pool)| (format!("replica:{name}"), pool)).collect();
     let pools: Vec<PoolSample<'_>> = app
         .pools
         .named(app.separate_admin_pool)
         .into_iter()
         .map(|(name, pool)| PoolSample { name, status: pool.status() })
+        .chain(replicas.iter().map(|(name, pool)| PoolSample { name, status: pool.status() }))
         .collect();
     let mut res = Response::new(Body::new(Bytes::from(metrics.render(&pools))));
     let h = res.headers_mut();

@@ -27,10 +27,11 @@ fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
 pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let key = secret_key(cred.as_ref())?;
-    let client = db::client(&app.pools.public).await?;
-    let Some(env) = auth::find_by_key(&client, key, req.headers()).await? else {
-        return Err(auth::refuse(cred.as_ref()));
-    };
+    let (headers, presented) = (req.headers(), cred.as_ref());
+    let env = app
+        .reads
+        .auth_read(|client| async move { auth::find_by_key(&client, key, headers).await?.ok_or_else(|| auth::refuse(presented)) })
+        .await?;
     auth::accept_key(&mut ctx.log, key, &env);
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
 }
@@ -46,40 +47,39 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
     let key = secret_key(cred.as_ref())?.to_string();
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let parsed = parse_mint_body(&bytes);
-    let client = db::client(&app.pools.public).await?;
-    let (claims, expiration) = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            // Authentication comes first: an unknown key is 401 whatever the body.
-            return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(k) => {
-                    auth::accept_key(&mut ctx.log, &key, &k);
-                    Err(e)
+    let (headers, parsed, key, presented) = (&parts.headers, &parsed, key.as_str(), cred.as_ref());
+    // Minting only reads (the canonical current key), so it is an
+    // authentication read as a whole: a replica that does not know the key yet
+    // has its refusal confirmed on the primary. The work answers (the token or
+    // a 400 for a caller who authenticates, and who authenticated) or a refusal.
+    let (answer, found) = app
+        .reads
+        .auth_read(|client| async move {
+            let (claims, expiration) = match parsed {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    // Authentication comes first: an unknown key is 401 whatever the body.
+                    return match auth::find_by_key(&client, key, headers).await? {
+                        Some(k) => Ok((Err(e.clone()), k)),
+                        None => Err(auth::refuse(presented)),
+                    };
                 }
-                None => Err(auth::refuse(cred.as_ref())),
             };
-        }
-    };
-    let Ok(branch) = auth::branch(&parts.headers) else { return Err(auth::refuse(cred.as_ref())) };
-    let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
-    let rows = db::query(&client, &db::MINT, &[&key, &claims, &expiration, &branch], "").await;
-    let rows = match rows {
-        Ok(r) => r,
-        Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            // Bad claims or expiration, but only for a caller who authenticates.
-            return match auth::find_by_key(&client, &key, &parts.headers).await? {
-                Some(k) => {
-                    auth::accept_key(&mut ctx.log, &key, &k);
-                    Err(e)
+            let Ok(branch) = auth::branch(headers) else { return Err(auth::refuse(presented)) };
+            let expiration = expiration.unwrap_or_else(|| DEFAULT_EXPIRATION.to_string());
+            let rows = match db::query(&client, &db::MINT, &[&key, &claims, &expiration, &branch], "").await {
+                Ok(r) => r,
+                Err(e) if e.status == StatusCode::BAD_REQUEST => {
+                    // Bad claims or expiration, but only for a caller who authenticates.
+                    return match auth::find_by_key(&client, key, headers).await? {
+                        Some(k) => Ok((Err(e), k)),
+                        None => Err(auth::refuse(presented)),
+                    };
                 }
-                None => Err(auth::refuse(cred.as_ref())),
+                Err(e) => return Err(e),
             };
-        }
-        Err(e) => return Err(e),
-    };
-    let Some(row) = rows.first() else { return Err(auth::refuse(cred.as_ref())) };
-    match row.get::<_, Option<String>>(0) {
-        Some(token) => {
+            let Some(row) = rows.first() else { return Err(auth::refuse(presented)) };
+            let Some(token) = row.get::<_, Option<String>>(0) else { return Err(auth::refuse(presented)) };
             // What the same statement's lookup said about the key.
             let found = KeyAuth {
                 environment_id: row.get::<_, Option<String>>(3).unwrap_or_default(),
@@ -91,11 +91,12 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
                 branch_name: None,
                 grace_expires_at: auth::grace_end(row, 4),
             };
-            auth::accept_key(&mut ctx.log, &key, &found);
-            Ok(json_response(StatusCode::OK, &json!({ "token": token })))
-        }
-        None => Err(auth::refuse(cred.as_ref())),
-    }
+            Ok((Ok(token), found))
+        })
+        .await?;
+    auth::accept_key(&mut ctx.log, key, &found);
+    let token = answer?;
+    Ok(json_response(StatusCode::OK, &json!({ "token": token })))
 }
 
 fn parse_mint_body(bytes: &[u8]) -> Result<(Value, Option<String>), ApiError> {

@@ -14,9 +14,11 @@ mod health;
 mod jwt;
 mod logging;
 mod metrics;
+mod replicas;
 mod router;
 mod server;
 mod sessions;
+mod tls;
 mod util;
 mod verify;
 
@@ -56,18 +58,35 @@ async fn run(config: Config) -> Result<(), String> {
         Some(url) => db::pool(url, config.admin_pool_size, config.db_timeout)?,
         None => public.clone(),
     };
+    let settings = replicas::Settings {
+        max_lag: config.max_replica_lag,
+        confirm_rate: config.replica_confirm_rate,
+        pool_size: config.replica_pool_size,
+        db_timeout: config.db_timeout,
+    };
+    let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
+    reads.start_monitor();
+    let metrics = config.metrics.then(|| {
+        let mut m = metrics::Metrics::new();
+        if reads.has_replicas() {
+            m.register_collector(Box::new(reads.collector()));
+        }
+        m
+    });
     let app = Arc::new(app::App {
+        reads,
         pools: db::Pools { public, admin },
         separate_admin_pool: config.admin_database_url.is_some(),
         admin_token: config.admin_token.clone(),
         request_timeout: config.request_timeout,
         bench_routes: config.bench_routes,
         request_ids: AtomicU64::new(0),
-        metrics: config.metrics.then(metrics::Metrics::new),
+        metrics,
         metrics_on_api: config.metrics_listen.is_none(),
         grace: grace::GraceSignals::new(config.deprecation_link.clone()),
     });
 
+    let database_tls = db::connect_target(&config.database_url, config.db_timeout)?.describe();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -89,6 +108,9 @@ async fn run(config: Config) -> Result<(), String> {
         pool_size = config.pool_size,
         admin_routes = if config.admin_token.is_some() { "enabled" } else { "disabled (no admin token)" },
         separate_admin_database = config.admin_database_url.is_some(),
+        database_tls = %database_tls,
+        replicas = config.replica_database_urls.len(),
+        max_replica_lag_ms = config.max_replica_lag.as_millis() as u64,
         bench_routes = config.bench_routes,
         metrics = %metrics_at,
         "api-auth-shim listening on http://{addr}"
@@ -100,7 +122,10 @@ async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(async move {
         match warm.pools.public.get().await {
             Ok(_) => tracing::info!("database reachable"),
-            Err(e) => tracing::warn!(error = %e, "database not reachable yet; answering 503 until it is"),
+            Err(e) => tracing::warn!(
+                error = %errors::pool_error_text(&e),
+                "database not reachable yet; answering 503 until it is"
+            ),
         }
     });
 

@@ -197,6 +197,12 @@ impl Metrics {
         }
     }
 
+    /// Metrics that another module samples itself at scrape time (the read
+    /// routing's counters, `crate::replicas`).
+    pub fn register_collector(&mut self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// Count one answered request.
     pub fn record(&self, o: &Outcome) {
         let status_class = status_class(o.status);

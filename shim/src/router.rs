@@ -248,7 +248,14 @@ mod tests {
     #[test]
     fn routes_and_methods() {
         let pool = crate::db::pool("host=127.0.0.1 port=1", 1, std::time::Duration::from_secs(1)).unwrap();
+        let settings = crate::replicas::Settings {
+            max_lag: std::time::Duration::from_secs(1),
+            confirm_rate: 1,
+            pool_size: 1,
+            db_timeout: std::time::Duration::from_secs(1),
+        };
         let app = App {
+            reads: Arc::new(crate::replicas::Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
             pools: Pools { public: pool.clone(), admin: pool },
             separate_admin_pool: false,
             admin_token: None,

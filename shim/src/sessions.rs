@@ -81,14 +81,17 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // Size first: a body over the limit, or of unknown length, is 413 unread.
     body::check_length(&parts.headers, body::MAX_BODY, true)?;
     let cred = auth::credential(&parts.headers, &mut ctx.log);
-    let client = db::client(&app.pools.public).await?;
-    // Authenticate first (401 whatever the body), then let the extension
-    // authenticate again and authorize, in the statement that writes.
-    auth::authenticate(&client, cred.as_ref(), &parts.headers, &mut ctx.log).await?;
+    // The credential check is a read (a replica when one is fresh); the
+    // extension authenticates again and authorizes on the primary, in the
+    // statement that writes.
+    let (headers, presented) = (&parts.headers, cred.as_ref());
+    let caller = app.reads.auth_read(|client| async move { auth::authenticate(&client, presented, headers).await }).await?;
+    auth::log_caller(&mut ctx.log, presented, &caller);
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
     let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let b = parse_create(&bytes)?;
+    let client = db::client(&app.pools.public).await?;
 
     let rows = db::query(
         &client,
@@ -118,12 +121,26 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 
 pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: String) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
-    let client = db::client(&app.pools.public).await?;
-    auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
     let Ok(branch) = auth::branch(req.headers()) else { return Err(ApiError::invalid_api_key()) };
-    // Read against the session's own id, external id and task (403 otherwise).
-    let rows = db::query(&client, &db::GET_SESSION, &[&cred.value, &branch, &session], "Session not found").await?;
-    let Some(row) = rows.first() else { return Err(ApiError::not_found("Session not found")) };
-    Ok(json_response(StatusCode::OK, &session_json(row, false)))
+    let (headers, cred, branch, session) = (req.headers(), &cred, &branch, &session);
+    // One read (a replica when one is fresh): a session missing there (created
+    // a moment ago) is looked up again on the primary, like an unknown key.
+    // The extension reads against the session's own id, external id and task
+    // (403 otherwise).
+    let (caller, item) = app
+        .reads
+        .auth_read_judged(
+            |client| async move {
+                let caller = auth::authenticate(&client, Some(cred), headers).await?;
+                let rows =
+                    db::query(&client, &db::GET_SESSION, &[&cred.value, branch, session], "Session not found").await?;
+                Ok((caller, rows.first().map(|row| session_json(row, false))))
+            },
+            |answer| crate::replicas::refused(answer) || matches!(answer, Ok((_, None))),
+        )
+        .await?;
+    auth::log_caller(&mut ctx.log, Some(cred), &caller);
+    let Some(item) = item else { return Err(ApiError::not_found("Session not found")) };
+    Ok(json_response(StatusCode::OK, &item))
 }

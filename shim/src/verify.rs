@@ -33,7 +33,6 @@ use serde_json::{json, Value};
 
 use crate::app::{App, Ctx};
 use crate::auth::{self, Caller};
-use crate::db;
 use crate::errors::{json_response, ApiError, Body};
 use crate::util::percent_decode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -87,8 +86,30 @@ fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiE
 pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let check = scope_query(req.uri().query())?;
     let cred = auth::credential(req.headers(), &mut ctx.log);
-    let client = db::client(&app.pools.public).await?;
-    let caller = auth::authenticate(&client, cred.as_ref(), req.headers(), &mut ctx.log).await?;
+    let (headers, cred, check) = (req.headers(), cred.as_ref(), check.as_ref());
+    // Authentication and the scope check are one read (on a replica when one
+    // is fresh): a denial is 403, decided by the same node as the token, for
+    // a caller who did authenticate (and is logged as such).
+    let (caller, denial) = app
+        .reads
+        .auth_read(|client| async move {
+            let caller = auth::authenticate(&client, cred, headers).await?;
+            if let (Caller::Token(t), Some((action, resources))) = (&caller, check) {
+                let scopes = t.scopes();
+                if !auth::authorize(&client, &scopes, action, &Value::Array(resources.clone())).await? {
+                    let denial = ApiError::scope_denied(format!(
+                        "Public access token does not allow '{action}' on the requested resources"
+                    ));
+                    return Ok((caller, Some(denial)));
+                }
+            }
+            Ok((caller, None))
+        })
+        .await?;
+    auth::log_caller(&mut ctx.log, cred, &caller);
+    if let Some(denial) = denial {
+        return Err(denial);
+    }
 
     let mut headers: Vec<(&'static str, String)> = Vec::new();
     let body = match &caller {
@@ -118,13 +139,6 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
         }
         Caller::Token(t) => {
             let scopes = t.scopes();
-            if let Some((action, resources)) = &check {
-                if !auth::authorize(&client, &scopes, action, &Value::Array(resources.clone())).await? {
-                    return Err(ApiError::scope_denied(format!(
-                        "Public access token does not allow '{action}' on the requested resources"
-                    )));
-                }
-            }
             headers.push(("x-api-auth-environment-id", t.environment_id.clone()));
             headers.push(("x-api-auth-environment-type", t.environment_type.clone()));
             headers.push(("x-api-auth-method", "public_token".into()));
