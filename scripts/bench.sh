@@ -34,6 +34,8 @@
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
 #   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 6);
 #                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7)
+#   API_AUTH_BENCH_CACHE_SHIM_PORT the answer-cache section's three shims (cluster
+#                         port + 8, + 9, + 10); API_AUTH_BENCH_CACHE=0 skips that section
 #
 # The extension is not installed into the system PostgreSQL: `cargo pgrx
 # package` builds the release .so and the bench runs it from a private copy
@@ -166,6 +168,13 @@ if [ "$MODE" = smoke ]; then ARGS+=(--smoke); SMOKE=(--smoke); fi
 if [ "$HTTP_ONLY" = 1 ]; then ARGS+=(--http-only); fi
 if [ "$REPLICAS_ONLY" = 0 ]; then
   "$TARGET_DIR/release/api_auth_bench" "${ARGS[@]}" | tee "$WORK/table.txt"
+fi
+
+# The answer-cache section (issue 14): caching shim vs /healthz and vs the
+# uncached shim, revocation delay, a killed listener.
+if [ "${API_AUTH_BENCH_CACHE:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ] && [ "$REPLICAS_ONLY" = 0 ]; then
+  export API_AUTH_BENCH_CACHE_SHIM_PORT=${API_AUTH_BENCH_CACHE_SHIM_PORT:-$((PORT + 8))}
+  "$TARGET_DIR/release/api_auth_bench" cache "${SMOKE[@]}" | tee -a "$WORK/table.txt"
 fi
 
 # The read-replica section: a streaming standby of the bench cluster, from the

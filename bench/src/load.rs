@@ -236,8 +236,8 @@ impl Client {
     }
 }
 
-/// `GET path` once and parse the JSON body (for `/readyz`).
-pub fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+/// `GET path` once: the body, as text.
+pub fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -245,7 +245,12 @@ pub fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, Strin
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
     let body = find(&raw, b"\r\n\r\n").map(|i| &raw[i + 4..]).ok_or("no HTTP answer")?;
-    serde_json::from_slice(body).map_err(|e| format!("{path}: not JSON: {e}"))
+    String::from_utf8(body.to_vec()).map_err(|e| format!("{path}: not UTF-8: {e}"))
+}
+
+/// `GET path` once and parse the JSON body (for `/readyz`).
+pub fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(&get_text(addr, path)?).map_err(|e| format!("{path}: not JSON: {e}"))
 }
 
 /// GET `path` once (no credentials); true on 200. For readiness checks.

@@ -13,6 +13,7 @@
 //! ratio; each is the median of several runs. Nothing here asserts a speed:
 //! targets are reported as met or missed.
 
+mod cache;
 mod load;
 mod pg;
 mod plot;
@@ -222,7 +223,8 @@ fn main() {
         Some("load") => load_cmd(&args[1..]),
         Some("plot") => plot_cmd(&args[1..]),
         Some("replicas") => replicas::run(args.iter().any(|a| a == "--smoke")),
-        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
+        Some("cache") => cache::run(args.iter().any(|a| a == "--smoke")),
+        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | cache [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };

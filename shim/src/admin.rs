@@ -45,6 +45,16 @@ async fn admin_body(req: Request<Incoming>, ctx: &Ctx, empty_ok: bool) -> Result
     body::object(&bytes, empty_ok.then(Map::new))
 }
 
+/// Read-your-writes for this shim's own admin writes: the answer cache drops
+/// what it holds about `environment` as soon as the write has committed,
+/// without waiting for the change notification (which still follows, and
+/// also reaches the environment's preview branches and other shims).
+fn forget(app: &App, environment: &str) {
+    if let Some(answers) = &app.answers {
+        answers.invalidate(environment);
+    }
+}
+
 pub async fn set_revoked_expiry(app: &App, req: Request<Incoming>, ctx: &mut Ctx, id: String) -> Result<Response<Body>, ApiError> {
     check_admin(app, req.headers(), ctx)?;
     let map = admin_body(req, ctx, false).await?;
@@ -63,6 +73,7 @@ pub async fn set_revoked_expiry(app: &App, req: Request<Incoming>, ctx: &mut Ctx
     .await?;
     let Some(r) = rows.first() else { return Err(ApiError::not_found("Revoked API key not found")) };
     let env: String = r.get(1);
+    forget(app, &env);
     ctx.log.environment = Some(env.clone());
     Ok(json_response(
         StatusCode::OK,
@@ -95,6 +106,7 @@ pub async fn regenerate(app: &App, req: Request<Incoming>, ctx: &mut Ctx, env: S
         None => db::admin_query(&mut client, route, &db::ROTATE_DEFAULT_GRACE, &[&env], "Environment not found").await?,
     };
     let Some(r) = rows.first() else { return Err(ApiError::not_found("Environment not found")) };
+    forget(app, &env);
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -133,6 +145,7 @@ pub async fn create_environment(app: &App, req: Request<Incoming>, ctx: &mut Ctx
     .await?;
     let Some(r) = rows.first() else { return Err(ApiError::internal().with_detail("create_environment returned no row")) };
     let id: String = r.get(0);
+    forget(app, &id);
     ctx.log.environment = Some(id.clone());
     Ok(json_response(
         StatusCode::CREATED,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::answers::Answers;
 use crate::db::Pools;
 use crate::grace::GraceSignals;
 use crate::logging::RequestLog;
@@ -31,6 +32,8 @@ pub struct App {
     /// Whether `GET /metrics` is served with the API (no `--metrics-listen`).
     pub metrics_on_api: bool,
     pub grace: GraceSignals,
+    /// The answer cache (`None` with `--cache-size 0`).
+    pub answers: Option<Arc<Answers>>,
 }
 
 /// Per-request context handed to handlers.

@@ -3,7 +3,8 @@
 //!
 //! Nothing here judges a key or a token by itself: a secret key is looked up by
 //! `api_auth.find_environment_by_api_key`, a public token is checked by
-//! `api_auth.validate_public_jwt`, and scopes by `api_auth.authorize`. The only
+//! `api_auth.validate_public_jwt`; scopes follow `api_auth_core::scopes`, the
+//! code the extension's `authorize` runs. The only
 //! local checks are size limits, so that garbage never reaches an index.
 
 use api_auth_core::keys::{self, CredentialKind};
@@ -77,6 +78,7 @@ pub fn branch(headers: &HeaderMap) -> Result<Option<String>, ()> {
 }
 
 /// An environment authenticated by a secret key.
+#[derive(Clone)]
 pub struct KeyAuth {
     pub environment_id: String,
     pub environment_type: String,
@@ -174,6 +176,7 @@ pub fn refuse(cred: Option<&Credential>) -> ApiError {
 }
 
 /// A public access token that `api_auth.validate_public_jwt` accepted.
+#[derive(Clone)]
 pub struct TokenAuth {
     pub environment_id: String,
     pub environment_type: String,
@@ -278,15 +281,4 @@ pub fn log_caller(log: &mut RequestLog, cred: Option<&Credential>, caller: &Call
         }
         Caller::Token(t) => accept_token(log, t),
     }
-}
-
-/// `api_auth.authorize(scopes, action, resources)`.
-pub async fn authorize(
-    client: &deadpool_postgres::Client,
-    scopes: &[String],
-    action: &str,
-    resources: &Value,
-) -> Result<bool, ApiError> {
-    let rows = db::query(client, db::AUTHORIZE, &[&scopes, &action, resources], "").await?;
-    Ok(rows.first().and_then(|r| r.get::<_, Option<bool>>(0)).unwrap_or(false))
 }

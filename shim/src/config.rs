@@ -197,6 +197,23 @@ pub struct Args {
     #[arg(long, env = "API_AUTH_DEPRECATION_LINK", value_name = "URL", value_parser = grace::link_header)]
     pub deprecation_link: Option<HeaderValue>,
 
+    /// Answers kept in memory (secret-key lookups and accepted tokens); 0 turns the cache off
+    ///
+    /// Answers are forgotten the moment a change that could alter them
+    /// commits (the extension's NOTIFY api_auth_changes, listened to on the
+    /// primary), at a token's exp, at the end of a grace window, and after
+    /// --cache-max-age. Keyed by SHA-256 of the credential, never the credential.
+    #[arg(long, env = "API_AUTH_CACHE_SIZE", value_name = "N", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub cache_size: u32,
+
+    /// Longest an answer stays in the cache, in seconds
+    ///
+    /// A backstop for what sends no notification (a changed api_auth.jwt_*
+    /// setting); every change to keys and grace windows is applied at commit.
+    #[arg(long, env = "API_AUTH_CACHE_MAX_AGE", value_name = "SECS", default_value = "300", value_parser = seconds)]
+    pub cache_max_age: Duration,
+
     /// Enable GET /__bench/floor (benchmarks only)
     ///
     /// GET /__bench/floor runs `SELECT 1` through the pool: the floor for
@@ -260,6 +277,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// The `Link` header value sent with grace-window signals.
     pub deprecation_link: Option<HeaderValue>,
+    /// Answer cache entries (0: no cache).
+    pub cache_size: usize,
+    pub cache_max_age: Duration,
 }
 
 /// `SocketAddr` with an error message that shows the expected form.
@@ -391,6 +411,8 @@ impl Config {
             metrics: !args.no_metrics,
             metrics_listen: args.metrics_listen,
             deprecation_link: args.deprecation_link,
+            cache_size: args.cache_size as usize,
+            cache_max_age: args.cache_max_age,
         })
     }
 }

@@ -174,9 +174,6 @@ pub static VALIDATE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub const AUTHORIZE: &str =
-    "SELECT api_auth.authorize($1::text[], $2::text, $3::jsonb)";
-
 /// Columns of a session row, in [`crate::sessions::session_json`]'s order.
 fn session_columns() -> String {
     format!(

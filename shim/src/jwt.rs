@@ -5,8 +5,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
+use crate::answers;
 use crate::app::{App, Ctx};
-use crate::auth::{self, Credential, KeyAuth};
+use crate::auth::{self, Caller, Credential, KeyAuth};
 use crate::body::{self, Fields};
 use crate::db;
 use crate::errors::{issue, json_response, ApiError, Body};
@@ -27,11 +28,9 @@ fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
 pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
     let key = secret_key(cred.as_ref())?;
-    let (headers, presented) = (req.headers(), cred.as_ref());
-    let env = app
-        .reads
-        .auth_read(|client| async move { auth::find_by_key(&client, key, headers).await?.ok_or_else(|| auth::refuse(presented)) })
-        .await?;
+    let Caller::Key(env) = answers::authenticate(app, cred.as_ref(), req.headers()).await? else {
+        return Err(auth::refuse(cred.as_ref()));
+    };
     auth::accept_key(&mut ctx.log, key, &env);
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
 }

@@ -2,6 +2,7 @@
 //! `api_auth` PostgreSQL extension. See `--help` and `shim/README.md`.
 
 mod admin;
+mod answers;
 mod app;
 mod auth;
 mod body;
@@ -11,6 +12,7 @@ mod db;
 mod errors;
 mod grace;
 mod health;
+mod invalidation;
 mod jwt;
 mod logging;
 mod metrics;
@@ -66,10 +68,18 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
     reads.start_monitor();
+    let answers = (config.cache_size > 0).then(|| {
+        let answers = Arc::new(answers::Answers::new(config.cache_size, config.cache_max_age));
+        invalidation::spawn(answers.clone(), config.database_url.clone(), config.db_timeout);
+        answers
+    });
     let metrics = config.metrics.then(|| {
         let mut m = metrics::Metrics::new();
         if reads.has_replicas() {
             m.register_collector(Box::new(reads.collector()));
+        }
+        if let Some(a) = &answers {
+            m.register_collector(Box::new(answers::AnswersCollector(a.clone())));
         }
         m
     });
@@ -84,6 +94,7 @@ async fn run(config: Config) -> Result<(), String> {
         metrics,
         metrics_on_api: config.metrics_listen.is_none(),
         grace: grace::GraceSignals::new(config.deprecation_link.clone()),
+        answers,
     });
 
     let database_tls = db::connect_target(&config.database_url, config.db_timeout)?.describe();

@@ -265,6 +265,7 @@ mod tests {
             metrics: Some(crate::metrics::Metrics::new()),
             metrics_on_api: true,
             grace: crate::grace::GraceSignals::new(None),
+            answers: None,
         };
         let name = |m: Method, p: &str| route(&app, &m, p).map(|r| r.map(|r| r.name()));
         assert_eq!(name(Method::POST, "/api/v1/sessions"), Ok(Some("sessions.create")));

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::answers;
 use crate::app::{App, Ctx};
 use crate::auth;
 use crate::body::{self, DateParam, Fields};
@@ -85,7 +86,7 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // extension authenticates again and authorizes on the primary, in the
     // statement that writes.
     let (headers, presented) = (&parts.headers, cred.as_ref());
-    let caller = app.reads.auth_read(|client| async move { auth::authenticate(&client, presented, headers).await }).await?;
+    let caller = answers::authenticate(app, presented, headers).await?;
     auth::log_caller(&mut ctx.log, presented, &caller);
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };
     let Ok(branch) = auth::branch(&parts.headers) else { return Err(ApiError::invalid_api_key()) };

@@ -29,8 +29,11 @@
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
+use api_auth_core::scopes::{self, Resource};
+
+use crate::answers;
 use crate::app::{App, Ctx};
 use crate::auth::{self, Caller};
 use crate::errors::{json_response, ApiError, Body};
@@ -56,8 +59,8 @@ pub fn scopes_header(scopes: &[String]) -> String {
     scopes.iter().map(|s| utf8_percent_encode(s, SCOPE_ESCAPES).to_string()).collect::<Vec<_>>().join(" ")
 }
 
-/// (action, resources) from the query string, if a scope check was asked for.
-fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiError> {
+/// (action, resources as (type, id)) from the query string, if a scope check was asked for.
+fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<(String, Option<String>)>)>, ApiError> {
     let Some(q) = query else { return Ok(None) };
     let mut action = None;
     let mut resources = Vec::new();
@@ -68,8 +71,8 @@ fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiE
             "action" => action = Some(v),
             "resource" => {
                 let r = match v.split_once(':') {
-                    Some((t, id)) => json!({ "type": t, "id": id }),
-                    None => json!({ "type": v }),
+                    Some((t, id)) => (t.to_owned(), Some(id.to_owned())),
+                    None => (v, None),
                 };
                 resources.push(r);
             }
@@ -86,29 +89,21 @@ fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<Value>)>, ApiE
 pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let check = scope_query(req.uri().query())?;
     let cred = auth::credential(req.headers(), &mut ctx.log);
-    let (headers, cred, check) = (req.headers(), cred.as_ref(), check.as_ref());
-    // Authentication and the scope check are one read (on a replica when one
-    // is fresh): a denial is 403, decided by the same node as the token, for
-    // a caller who did authenticate (and is logged as such).
-    let (caller, denial) = app
-        .reads
-        .auth_read(|client| async move {
-            let caller = auth::authenticate(&client, cred, headers).await?;
-            if let (Caller::Token(t), Some((action, resources))) = (&caller, check) {
-                let scopes = t.scopes();
-                if !auth::authorize(&client, &scopes, action, &Value::Array(resources.clone())).await? {
-                    let denial = ApiError::scope_denied(format!(
-                        "Public access token does not allow '{action}' on the requested resources"
-                    ));
-                    return Ok((caller, Some(denial)));
-                }
-            }
-            Ok((caller, None))
-        })
-        .await?;
-    auth::log_caller(&mut ctx.log, cred, &caller);
-    if let Some(denial) = denial {
-        return Err(denial);
+    // From the answer cache when it knows the credential (else a read, on a
+    // replica when one is fresh).
+    let caller = answers::authenticate(app, cred.as_ref(), req.headers()).await?;
+    auth::log_caller(&mut ctx.log, cred.as_ref(), &caller);
+    // The scope check is the grammar's OR rule (api_auth_core::scopes, the
+    // very code the extension's authorize() runs): no database needed. A
+    // denial is 403 for a caller who did authenticate (and is logged as such).
+    if let (Caller::Token(t), Some((action, resources))) = (&caller, &check) {
+        let resources: Vec<Resource<'_>> =
+            resources.iter().map(|(kind, id)| Resource { kind, id: id.as_deref() }).collect();
+        if !scopes::authorize(&t.scopes(), action, &resources) {
+            return Err(ApiError::scope_denied(format!(
+                "Public access token does not allow '{action}' on the requested resources"
+            )));
+        }
     }
 
     let mut headers: Vec<(&'static str, String)> = Vec::new();

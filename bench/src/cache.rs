@@ -1,0 +1,379 @@
+//! `api_auth_bench cache [--smoke]`: the shim's answer cache (issue 14),
+//! side by side with the uncached shim and the `/healthz` floor, same run.
+//!
+//! Figures:
+//! - cached verify (secret keys, public tokens) vs `GET /healthz` (no
+//!   database at all) on the same caching shim, interleaved rounds: ratio and
+//!   p99 (target: at least 0.8 of the floor, p99 no higher);
+//! - the miss path: every request a different key (a cache far smaller than
+//!   the key set) vs the shim with `--cache-size 0` on the same keys (target:
+//!   no costlier, ratio ≥ 1 within noise);
+//! - revocation delay: from the acknowledged commit (`synchronous_commit = on`)
+//!   of `set_revoked_expiry(id, now())`, of a rotation with zero grace, and of
+//!   an archive, to the first 401 for that key through the caching shim under
+//!   load; p50/p99/max over the trials (target: p99 ≤ 10 ms, ≥ 200 trials in
+//!   a full run), and any 200 after the first 401 counted as a wrong answer;
+//! - the listening connection killed (`pg_terminate_backend`) under load: a
+//!   key revoked right after, wrong answers after its first 401 counted, and
+//!   the time until the cache answers from memory again.
+//!
+//! Its own data: environments created here (`bench-cache-*`).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{env_or, load, log, median, start_server};
+
+struct Setup {
+    runs: usize,
+    secs: u64,
+    conns: usize,
+    hot: i64,
+    cold: i64,
+    trials: usize,
+}
+
+fn connect(dsn: &str) -> Result<postgres::Client, String> {
+    postgres::Client::connect(dsn, postgres::NoTls).map_err(|e| format!("connect {dsn}: {e}"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// One series of the shim's `/metrics`.
+fn metric(addr: SocketAddr, series: &str) -> Result<f64, String> {
+    let text = load::get_text(addr, "/metrics")?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
+        .unwrap_or(0.0))
+}
+
+fn wait_live(addr: SocketAddr) -> Result<Duration, String> {
+    let start = Instant::now();
+    while metric(addr, "api_auth_shim_cache_live")? != 1.0 {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err("the answer cache never subscribed".into());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    Ok(start.elapsed())
+}
+
+pub fn run(smoke: bool) -> Result<(), String> {
+    let s = if smoke {
+        Setup { runs: 2, secs: 2, conns: 8, hot: 100, cold: 2_000, trials: 21 }
+    } else {
+        Setup { runs: 5, secs: 10, conns: 16, hot: 1_000, cold: 50_000, trials: 210 }
+    };
+    let host = env_or("API_AUTH_BENCH_PGHOST", "127.0.0.1");
+    let port: u16 = env_or("API_AUTH_BENCH_PGPORT", "25470").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?;
+    let db = env_or("API_AUTH_BENCH_DB", "api_auth_bench");
+    let shim_bin = env_or("API_AUTH_BENCH_SHIM", "target/release/api-auth-shim");
+    let work = std::path::PathBuf::from(env_or("API_AUTH_BENCH_WORK", "/var/tmp/api_auth-bench/work"));
+    let out_dir = std::path::PathBuf::from(env_or("API_AUTH_BENCH_OUT", "bench/results"));
+    let base: u16 = env_or("API_AUTH_BENCH_CACHE_SHIM_PORT", &(port + 8).to_string()).parse().map_err(|_| "port")?;
+    let (cached, uncached, small) = (
+        SocketAddr::from(([127, 0, 0, 1], base)),
+        SocketAddr::from(([127, 0, 0, 1], base + 1)),
+        SocketAddr::from(([127, 0, 0, 1], base + 2)),
+    );
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+
+    let mut db_client = connect(&format!("host={host} port={port} user=postgres dbname={db}"))?;
+    db_client.batch_execute("SET synchronous_commit = on").map_err(|e| e.to_string())?;
+    log(format!("cache: {} hot keys and tokens, {} cold keys, {} revocation trials", s.hot, s.cold, s.trials));
+    let keys_of = |db: &mut postgres::Client, prefix: &str, n: i64| -> Result<Vec<String>, String> {
+        Ok(db
+            .query(
+                "SELECT e.api_key FROM generate_series(1, $1::int8) g, \
+                 LATERAL api_auth.create_environment($2 || g, 'PRODUCTION', 'proj_cache', 'org_cache') e",
+                &[&n, &prefix],
+            )
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    };
+    let hot = keys_of(&mut db_client, "bench-cache-hot-", s.hot)?;
+    let cold = Arc::new(keys_of(&mut db_client, "bench-cache-cold-", s.cold)?);
+    let tokens: Vec<String> = hot
+        .iter()
+        .map(|k| {
+            db_client
+                .query_one("SELECT api_auth.mint_public_jwt($1, '{\"scopes\": [\"read:runs\"]}', '2h')", &[k])
+                .map(|r| r.get(0))
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    // Trial environments: (key, environment id, revoked id of a key in grace).
+    let mut trials: Vec<(String, String, String)> = Vec::new();
+    for i in 0..s.trials {
+        let row = db_client
+            .query_one(
+                "SELECT r.api_key, e.id, r.revoked_api_key_id, e.api_key FROM api_auth.create_environment($1, 'PRODUCTION', 'proj_cache', 'org_cache') e, \
+                 LATERAL api_auth.rotate_api_key(e.id) r",
+                &[&format!("bench-cache-rev-{i}")],
+            )
+            .map_err(|e| e.to_string())?;
+        // Kinds take turns: the old key in grace is revoked by expiry; the
+        // current key by a zero-grace rotation or an archive.
+        let key: String = if i % 3 == 1 { row.get(3) } else { row.get(0) };
+        trials.push((key, row.get(1), row.get(2)));
+    }
+    let (hot, tokens) = (Arc::new(hot), Arc::new(tokens));
+
+    let url = format!("postgresql://postgres@127.0.0.1:{port}/{db}");
+    let shim = |addr: SocketAddr, extra: &[&str]| {
+        let mut cmd = Command::new(&shim_bin);
+        cmd.args(["--database-url", &url, "--listen", &addr.to_string()])
+            .args(["--pool-size", &s.conns.to_string(), "--log-level", "warn"])
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env_remove("API_AUTH_REPLICA_DATABASE_URLS")
+            .env_remove("API_AUTH_CACHE_SIZE");
+        cmd
+    };
+    let a = start_server("shim-cached", shim(cached, &[]), cached, &work.join("shim-cached.log"), "/healthz")?;
+    let b = start_server("shim-uncached", shim(uncached, &["--cache-size", "0"]), uncached, &work.join("shim-uncached.log"), "/healthz");
+    let c = start_server("shim-small-cache", shim(small, &["--cache-size", "10"]), small, &work.join("shim-small.log"), "/healthz");
+    let result = match (b, c) {
+        (Ok(b), Ok(c)) => {
+            let r = measure(&s, [cached, uncached, small], &hot, &tokens, &cold, &trials, &mut db_client);
+            b.stop();
+            c.stop();
+            r
+        }
+        (b, c) => {
+            for server in [b, c].into_iter().flatten() {
+                server.stop();
+            }
+            Err("a shim did not start".into())
+        }
+    };
+    a.stop();
+    let doc = result?;
+    std::fs::write(out_dir.join("cache.json"), serde_json::to_string_pretty(&doc).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    print_table(&doc, s.conns);
+    Ok(())
+}
+
+fn print_table(doc: &Value, conns: usize) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let t = &doc["throughput"];
+    println!();
+    println!("Answer cache (issue 14; same run, {conns} connections; ratios are medians of per-round ratios)");
+    println!("  GET /healthz (floor, no database)     {:>9.0} req/s  p99 {:>6.0} us", f(&t["healthz_rps"]), f(&t["healthz_p99_us"]));
+    for (name, kind) in [("verify, secret key, cached", "key"), ("verify, public token, cached", "token")] {
+        println!(
+            "  {name:<37} {:>9.0} req/s  p99 {:>6.0} us   vs floor {:.2}x  (target >= 0.80, p99 <= floor's)",
+            f(&t[format!("{kind}_rps")]),
+            f(&t[format!("{kind}_p99_us")]),
+            f(&t[format!("{kind}_vs_healthz")])
+        );
+    }
+    let m = &doc["miss_path"];
+    println!(
+        "  miss path (every key new)             {:>9.0} req/s  vs --cache-size 0 {:>9.0} req/s   ratio {:.2}x  (target >= 1, within noise)",
+        f(&m["cache_rps"]),
+        f(&m["uncached_rps"]),
+        f(&m["ratio"])
+    );
+    let d = &doc["revocation_delay_ms"];
+    println!(
+        "  revocation commit -> first 401        p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} trials (expiry, zero-grace rotation, archive), wrong answers after it: {}  (target p99 <= 10 ms)",
+        f(&d["p50"]),
+        f(&d["p99"]),
+        f(&d["max"]),
+        d["trials"],
+        d["wrong_answers"]
+    );
+    let k = &doc["listener_killed"];
+    println!(
+        "  listener killed under load            dark for {:.1} ms until resubscribed; a key revoked meanwhile: first 401 after {:.2} ms, wrong answers after it {}",
+        f(&k["recovered_ms"]),
+        f(&k["revocation_ms"]),
+        k["wrong_answers"]
+    );
+}
+
+fn measure(
+    s: &Setup,
+    [cached, uncached, small]: [SocketAddr; 3],
+    hot: &Arc<Vec<String>>,
+    tokens: &Arc<Vec<String>>,
+    cold: &Arc<Vec<String>>,
+    trials: &[(String, String, String)],
+    db: &mut postgres::Client,
+) -> Result<Value, String> {
+    wait_live(cached)?;
+    wait_live(small)?;
+    let spec = |addr: SocketAddr, path: &str, creds: &Arc<Vec<String>>, secs: u64| load::LoadSpec {
+        addr,
+        path: path.into(),
+        creds: creds.clone(),
+        conns: s.conns,
+        warmup: Duration::from_millis(500),
+        duration: Duration::from_secs(secs),
+    };
+    let none = Arc::new(Vec::new());
+    let verify = "/api/v1/auth/verify";
+
+    // 1. Cached verify vs the floor, and the miss path, interleaved rounds.
+    let mut rows: std::collections::BTreeMap<&str, Vec<load::LoadResult>> = Default::default();
+    for round in 0..s.runs {
+        let mut runs = vec![
+            ("healthz", spec(cached, "/healthz", &none, s.secs)),
+            ("key", spec(cached, verify, hot, s.secs)),
+            ("token", spec(cached, verify, tokens, s.secs)),
+            ("miss_cache", spec(small, verify, cold, s.secs)),
+            ("miss_uncached", spec(uncached, verify, cold, s.secs)),
+        ];
+        if round % 2 == 1 {
+            runs.reverse();
+        }
+        for (name, spec) in runs {
+            let r = load::run(&spec);
+            log(format!("  cache round {}/{} {name:<14} {:>8.0} req/s  p99 {:>6.0} us  errors {}", round + 1, s.runs, r.rps, r.p99_us, r.errors));
+            if r.errors > 0 || r.requests == 0 {
+                return Err(format!("{name}: {} errors of {} requests (first: {:?})", r.errors, r.requests, r.first_error));
+            }
+            rows.entry(name).or_default().push(r);
+        }
+    }
+    let rps = |k: &str| rows[k].iter().map(|r| r.rps).collect::<Vec<_>>();
+    let p99 = |k: &str| median(&rows[k].iter().map(|r| r.p99_us).collect::<Vec<_>>());
+    let paired = |a: &str, b: &str| median(&rows[a].iter().zip(&rows[b]).map(|(x, y)| x.rps / y.rps).collect::<Vec<_>>());
+
+    // 2. Revocation delay under load on the caching shim.
+    let bg = {
+        let spec = spec(cached, verify, hot, (trials.len() as u64 / 8).max(5));
+        thread::spawn(move || load::run(&spec))
+    };
+    thread::sleep(Duration::from_millis(700));
+    let mut client = load::Client::new(cached);
+    let (mut delays, mut wrong) = (Vec::new(), 0u64);
+    for (i, (key, env, revoked)) in trials.iter().enumerate() {
+        // Twice, so that the key's answer is in the cache when it is revoked.
+        for _ in 0..2 {
+            let status = client.get(verify, Some(key))?;
+            if status != 200 {
+                return Err(format!("trial {i}: the key answered {status} before its revocation"));
+            }
+        }
+        let sql = match i % 3 {
+            0 => "SELECT 1 FROM api_auth.rotate_api_key($1, interval '0')",
+            1 => "SELECT 1 FROM api_auth.set_revoked_expiry($2, now())",
+            _ => "UPDATE api_auth.runtime_environment SET archived_at = now() WHERE id = $1 AND $2 <> ''",
+        };
+        db.execute(sql, &[env, revoked]).map_err(|e| e.to_string())?;
+        let committed = Instant::now();
+        loop {
+            match client.get(verify, Some(key))? {
+                401 => break,
+                200 => {}
+                other => return Err(format!("status {other} while waiting for the revocation")),
+            }
+            if committed.elapsed() > Duration::from_secs(10) {
+                return Err("a revoked key was still accepted 10 s after the commit".into());
+            }
+        }
+        delays.push(committed.elapsed().as_secs_f64() * 1000.0);
+        for _ in 0..3 {
+            if client.get(verify, Some(key))? != 401 {
+                wrong += 1;
+            }
+        }
+    }
+    let bg = bg.join().map_err(|_| "load thread panicked")?;
+    let mut sorted = delays.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+
+    // 3. The listening connection killed under load.
+    let victim = &hot[0];
+    let bg2 = {
+        let spec = spec(cached, verify, hot, 4);
+        thread::spawn(move || load::run(&spec))
+    };
+    thread::sleep(Duration::from_millis(700));
+    client.get(verify, Some(victim))?;
+    // Watch the subscription from just before the kill: dark, then live again.
+    let watcher = thread::spawn(move || -> Result<f64, String> {
+        let start = Instant::now();
+        let mut dark_at = None;
+        while start.elapsed() < Duration::from_secs(15) {
+            let live = metric(cached, "api_auth_shim_cache_live")? == 1.0;
+            match (dark_at, live) {
+                (None, false) => dark_at = Some(Instant::now()),
+                (Some(at), true) => return Ok(at.elapsed().as_secs_f64() * 1000.0),
+                _ => {}
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
+        Err("the cache did not go dark and come back within 15 s of the kill".into())
+    });
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE '%pg_current_wal_lsn%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .map_err(|e| e.to_string())?
+        .get(0);
+    let env: String = db
+        .query_one("SELECT id FROM api_auth.runtime_environment WHERE api_key = $1", &[victim])
+        .map_err(|e| e.to_string())?
+        .get(0);
+    db.execute("SELECT 1 FROM api_auth.rotate_api_key($1, interval '0')", &[&env]).map_err(|e| e.to_string())?;
+    let committed = Instant::now();
+    let mut kill_wrong = 0;
+    loop {
+        match client.get(verify, Some(victim))? {
+            401 => break,
+            _ if committed.elapsed() > Duration::from_secs(10) => return Err("revoked key accepted 10 s on".into()),
+            _ => {}
+        }
+    }
+    let revocation_ms = committed.elapsed().as_secs_f64() * 1000.0;
+    for _ in 0..20 {
+        if client.get(verify, Some(victim))? != 401 {
+            kill_wrong += 1;
+        }
+    }
+    let recovered_ms = watcher.join().map_err(|_| "watcher panicked")??;
+    let bg2 = bg2.join().map_err(|_| "load thread panicked")?;
+
+    Ok(json!({
+        "connections": s.conns,
+        "throughput": {
+            "healthz_rps": median(&rps("healthz")), "healthz_p99_us": p99("healthz"),
+            "key_rps": median(&rps("key")), "key_p99_us": p99("key"), "key_vs_healthz": paired("key", "healthz"),
+            "token_rps": median(&rps("token")), "token_p99_us": p99("token"), "token_vs_healthz": paired("token", "healthz"),
+        },
+        "miss_path": {
+            "cache_rps": median(&rps("miss_cache")), "uncached_rps": median(&rps("miss_uncached")),
+            "cache_p99_us": p99("miss_cache"), "uncached_p99_us": p99("miss_uncached"),
+            "ratio": paired("miss_cache", "miss_uncached"),
+        },
+        "revocation_delay_ms": {
+            "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),
+            "max": sorted.last().copied().unwrap_or(f64::NAN), "wrong_answers": wrong, "all": delays,
+            "background_rps": bg.rps, "background_errors": bg.errors,
+        },
+        "listener_killed": {
+            "connections_killed": killed, "recovered_ms": recovered_ms, "revocation_ms": revocation_ms,
+            "wrong_answers": kill_wrong, "background_rps": bg2.rps, "background_errors": bg2.errors,
+        },
+    }))
+}

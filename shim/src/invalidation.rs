@@ -1,0 +1,129 @@
+//! The answer cache's subscription: `LISTEN api_auth_changes` on the primary.
+//!
+//! The extension notifies, at commit, the id of every environment whose
+//! answers a change may alter (`sql/invalidation.sql`). This task holds one
+//! connection to the primary (the `DATABASE_URL`, TLS as configured), and for
+//! each notification drops that environment's entries
+//! ([`Answers::invalidate`]) and then reads `pg_current_wal_lsn()`: a position
+//! at or past the commit's, which replicas must have replayed before they may
+//! refill the cache.
+//!
+//! Losing the connection loses notifications, so the cache goes dark first
+//! ([`Answers::set_live`]`(false)`: nothing answered from memory, nothing
+//! kept) and comes back only after a new `LISTEN` is in place and the cache
+//! has been flushed. Reconnection backs off from 50 ms to 2 s. The time from
+//! a lost subscription to a live cache again is logged (`recovered_ms`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use tokio::time::Instant;
+use tokio_postgres::AsyncMessage;
+
+use crate::answers::Answers;
+use crate::db;
+
+/// The channel `sql/invalidation.sql` notifies.
+pub const CHANNEL: &str = "api_auth_changes";
+
+const SUBSCRIBE: &str = "LISTEN api_auth_changes";
+const WAL_POSITION: &str = "SELECT (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8";
+
+/// Start the listener task for `answers`, on the primary at `url`.
+pub fn spawn(answers: Arc<Answers>, url: String, db_timeout: Duration) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        let mut dark_since = Some(Instant::now());
+        loop {
+            match subscribe_and_listen(&answers, &url, db_timeout, &mut dark_since).await {
+                Ok(()) => tracing::warn!("answer cache: change notifications ended; cache off until resubscribed"),
+                Err(e) => tracing::warn!(error = %e, "answer cache: no change notifications; cache off until resubscribed"),
+            }
+            answers.set_live(false);
+            if dark_since.is_none() {
+                dark_since = Some(Instant::now());
+                backoff = Duration::from_millis(50);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    });
+}
+
+async fn lsn(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
+    let row = client.query_one(WAL_POSITION, &[]).await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// One subscription: connect, LISTEN, flush and go live, then apply
+/// notifications until the connection ends.
+async fn subscribe_and_listen(
+    answers: &Answers,
+    url: &str,
+    db_timeout: Duration,
+    dark_since: &mut Option<Instant>,
+) -> Result<(), String> {
+    let target = db::connect_target(url, db_timeout)?;
+    let (client, mut connection) = tokio::time::timeout(db_timeout, target.config.connect(target.tls))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    // The connection's messages: notifications to us, the end to everyone.
+    let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let driver = tokio::spawn(async move {
+        let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    });
+
+    let setup = async {
+        client.batch_execute(SUBSCRIBE).await?;
+        lsn(&client).await
+    };
+    let start = match tokio::time::timeout(db_timeout, setup).await {
+        Ok(Ok(lsn)) => lsn,
+        Ok(Err(e)) => {
+            driver.abort();
+            return Err(e.to_string());
+        }
+        Err(_) => {
+            driver.abort();
+            return Err("LISTEN timed out".into());
+        }
+    };
+    // Subscribed: from here on no change is missed. Flush what may predate it.
+    answers.set_live(true);
+    answers.set_min_lsn(start);
+    if let Some(since) = dark_since.take() {
+        tracing::info!(recovered_ms = since.elapsed().as_millis() as u64, "answer cache: subscribed to change notifications");
+    }
+
+    while let Some(environment) = notes.recv().await {
+        answers.invalidate(&environment);
+        // Drain what else arrived meanwhile before paying for the position read.
+        while let Ok(more) = notes.try_recv() {
+            answers.invalidate(&more);
+        }
+        match tokio::time::timeout(db_timeout, lsn(&client)).await {
+            Ok(Ok(position)) => answers.set_min_lsn(position),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("reading the WAL position timed out".into()),
+        }
+    }
+    match driver.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,210 @@
+//! The answer cache, over real HTTP against a real database: hits need no
+//! query, every change committed in SQL (not only through the shim) ends the
+//! cached answer, a lost subscription turns the cache off until it is back,
+//! tokens expire from the cache at their `exp`, and with a standby the cache is
+//! never refilled from a node that has not replayed the invalidating commit.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use api_auth_tests::{connect, PrivateCluster};
+use serde_json::json;
+use support::{Opts, Shim};
+
+fn verify(shim: &Shim, credential: &str) -> u16 {
+    shim.get("/api/v1/auth/verify", Some(credential)).status
+}
+
+fn counter(shim: &Shim, series: &str) -> f64 {
+    shim.scrape().get(series)
+}
+
+/// Poll until `verify` answers `want` (at most `within`); how long it took.
+fn until_status(shim: &Shim, credential: &str, want: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if verify(shim, credential) == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "verify did not answer {want} within {within:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Wait until the shim has applied at least `n` change notifications.
+fn wait_notifications(shim: &Shim, n: f64) {
+    let start = Instant::now();
+    while counter(shim, "api_auth_shim_cache_notifications_total") < n {
+        assert!(start.elapsed() < Duration::from_secs(5), "notification {n} never arrived");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn wait_live(shim: &Shim, live: bool) {
+    let start = Instant::now();
+    while (counter(shim, "api_auth_shim_cache_live") == 1.0) != live {
+        assert!(start.elapsed() < Duration::from_secs(20), "the cache never became live={live}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
+    let dsn = api_auth_tests::fresh_database("cache_commit");
+    let shim = Shim::start_with(&dsn, Opts::default());
+    wait_live(&shim, true);
+    let mut db = connect(&dsn);
+    let (env, key) = shim.create_env("prod", "PRODUCTION");
+    // The creation's own notification, so that it cannot land in the middle.
+    wait_notifications(&shim, 1.0);
+
+    let hits = "api_auth_shim_cache_hits_total{credential=\"key\"}";
+    let misses = "api_auth_shim_cache_misses_total{credential=\"key\"}";
+    assert_eq!(verify(&shim, &key), 200);
+    let (h0, m0) = (counter(&shim, hits), counter(&shim, misses));
+    for _ in 0..20 {
+        assert_eq!(verify(&shim, &key), 200);
+    }
+    assert_eq!(counter(&shim, hits) - h0, 20.0, "answered from memory");
+    assert_eq!(counter(&shim, misses), m0, "no miss, so no query");
+
+    // A rotation in SQL (zero grace): the old key stops at once.
+    let (new_key, _) = api_auth_tests::rotate(&mut db, &env);
+    db.execute("UPDATE api_auth.revoked_api_key SET expires_at = now() WHERE runtime_environment_id = $1", &[&env]).unwrap();
+    until_status(&shim, &key, 401, Duration::from_secs(5));
+    for _ in 0..20 {
+        assert_eq!(verify(&shim, &key), 401, "never the stale answer again");
+    }
+    assert_eq!(verify(&shim, &new_key), 200);
+
+    // A grace window moved by hand ends the key in grace.
+    let (newer, revoked) = api_auth_tests::rotate(&mut db, &env);
+    assert_eq!(verify(&shim, &new_key), 200);
+    assert_eq!(verify(&shim, &new_key), 200);
+    api_auth_tests::set_expiry(&mut db, &revoked, "now()");
+    until_status(&shim, &new_key, 401, Duration::from_secs(5));
+
+    // A refusal is kept, and a new key (here: a grace window reopened) ends it.
+    assert_eq!(verify(&shim, &new_key), 401);
+    api_auth_tests::set_expiry(&mut db, &revoked, "now() + interval '1 hour'");
+    until_status(&shim, &new_key, 200, Duration::from_secs(5));
+
+    // Archiving by hand.
+    assert_eq!(verify(&shim, &newer), 200);
+    db.execute("UPDATE api_auth.runtime_environment SET archived_at = now() WHERE id = $1", &[&env]).unwrap();
+    until_status(&shim, &newer, 401, Duration::from_secs(5));
+    let keys = counter(&shim, "api_auth_shim_cache_notifications_total");
+    assert!(keys >= 4.0, "notifications applied: {keys}");
+}
+
+#[test]
+fn tokens_leave_the_cache_at_their_exp() {
+    let shim = Shim::start("cache_token_exp");
+    wait_live(&shim, true);
+    let (_env, key) = shim.create_env("prod", "PRODUCTION");
+    let r = shim.post("/api/v1/auth/jwt", Some(&key), &json!({ "expirationTime": api_auth_tests::now() + 2 }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(verify(&shim, &token), 200);
+    let hits = "api_auth_shim_cache_hits_total{credential=\"token\"}";
+    let h0 = counter(&shim, hits);
+    assert_eq!(verify(&shim, &token), 200);
+    assert_eq!(counter(&shim, hits) - h0, 1.0);
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(verify(&shim, &token), 401, "expired: gone from the cache too");
+}
+
+/// The listening connection killed: no answer from memory until the shim has
+/// subscribed again, and a change made meanwhile is never missed.
+#[test]
+fn a_lost_subscription_turns_the_cache_off_until_it_is_back() {
+    let dsn = api_auth_tests::fresh_database("cache_listener");
+    let shim = Shim::start_with(&dsn, Opts::default());
+    wait_live(&shim, true);
+    let mut db = connect(&dsn);
+    let (env, key) = shim.create_env("prod", "PRODUCTION");
+    assert_eq!(verify(&shim, &key), 200);
+    assert_eq!(verify(&shim, &key), 200);
+
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE '%pg_current_wal_lsn%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listening connection");
+    // Revoke while the subscription may be down.
+    let (_new, revoked) = api_auth_tests::rotate(&mut db, &env);
+    api_auth_tests::set_expiry(&mut db, &revoked, "now()");
+    // From the first answer on, the old key is refused: live or not, the cache
+    // never serves what the revocation ended.
+    until_status(&shim, &key, 401, Duration::from_secs(5));
+    wait_live(&shim, true);
+    for _ in 0..10 {
+        assert_eq!(verify(&shim, &key), 401);
+    }
+    assert!(shim.logs().contains("subscribed to change notifications"), "{}", shim.logs());
+}
+
+/// With a standby: an entry invalidated at commit is refilled from the
+/// primary (or a standby past the commit), never from a standby still behind.
+#[test]
+fn refills_never_come_from_a_standby_behind_the_invalidation() {
+    let cluster = PrivateCluster::start("cache_standby");
+    // Test clusters run with synchronous_commit off; here a commit must be
+    // flushed (and so replayable) when it returns.
+    for sql in ["ALTER SYSTEM SET synchronous_commit = on", "SELECT pg_reload_conf()"] {
+        cluster.connect().simple_query(sql).unwrap();
+    }
+    let standby = cluster.start_standby();
+    let shim = Shim::start_with(
+        &cluster.url(),
+        Opts {
+            args: vec!["--replica-database-url".into(), standby.url(), "--max-replica-lag=30".into()],
+            ..Default::default()
+        },
+    );
+    wait_live(&shim, true);
+    let mut db = cluster.connect();
+    let (env, key) = shim.create_env("prod", "PRODUCTION");
+    standby.wait_caught_up(Duration::from_secs(10));
+    // The shim has measured the standby fresh and reads from it.
+    let start = Instant::now();
+    while shim.get("/readyz", None).json()["reads"]["replicas"][0]["usable"] != json!(true) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the standby never became usable");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(verify(&shim, &key), 200);
+    assert_eq!(verify(&shim, &key), 200);
+
+    // The standby stops replaying but stays within the (generous) lag bound.
+    let mut replica = standby.connect();
+    replica.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
+    while replica.query_one("SELECT pg_get_wal_replay_pause_state()", &[]).unwrap().get::<_, String>(0) != "paused" {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let applied = "api_auth_shim_cache_notifications_total";
+    let before = counter(&shim, applied);
+    let mut tx = db.transaction().unwrap();
+    let revoked: String = tx.query_one("SELECT revoked_api_key_id FROM api_auth.rotate_api_key($1)", &[&env]).unwrap().get(0);
+    tx.execute("SELECT * FROM api_auth.set_revoked_expiry($1, now())", &[&revoked]).unwrap();
+    tx.commit().unwrap();
+    let old: bool = replica
+        .query_one("SELECT count(*) = 1 FROM api_auth.find_environment_by_api_key($1)", &[&key])
+        .unwrap()
+        .get(0);
+
+    assert!(old, "the paused standby still takes the old key");
+    // Once the shim has applied the notification, not one answer may come
+    // from the paused standby.
+    wait_notifications(&shim, before + 1.0);
+    assert_eq!(shim.get("/readyz", None).json()["reads"]["replicas"][0]["usable"], json!(true), "the standby is within its lag bound");
+    for _ in 0..20 {
+        assert_eq!(verify(&shim, &key), 401, "refilled from the primary, not from the paused standby");
+    }
+    standby.connect().batch_execute("SELECT pg_wal_replay_resume()").unwrap();
+    drop(shim);
+}
