@@ -106,7 +106,7 @@ fi
 if [ "${API_AUTH_OTHER_PG:-1}" != 0 ]; then
   sql_suites "$API_AUTH_PG_NEWEST" $((API_AUTH_PGPORT + 40 + API_AUTH_PG_NEWEST - 14))
   echo "== pg_upgrade 15 -> $API_AUTH_PG_NEWEST"
-  API_AUTH_SKIP_INSTALL=1 API_AUTH_UPGRADE_PORT=$((API_AUTH_PGPORT + 60)) \
+  API_AUTH_SKIP_INSTALL=1 API_AUTH_UPGRADE_PORT=$((API_AUTH_PGPORT + 70)) \
     bash scripts/pg-upgrade-test.sh 15 "$API_AUTH_PG_NEWEST" || status=1
   # It installs into Debian's 15 with dpkg: API_AUTH_PACKAGE_TEST=0 skips it.
   if [ "${API_AUTH_PACKAGE_TEST:-1}" != 0 ]; then
