@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL 15 cluster for api_auth: its own data folder, port and
+# A private PostgreSQL cluster for api_auth: its own data folder, port and
 # socket folder, no existing server needed. Works as root (the server runs as
 # the `postgres` user) and as an ordinary user.
 #
@@ -11,13 +11,16 @@
 #
 # Settings (environment): API_AUTH_HOME (folder holding everything, default
 # /var/tmp/api_auth), API_AUTH_PGPORT (default 25415), API_AUTH_DB (default
-# api_auth), API_AUTH_FAST=1 (fsync off: for throwaway test clusters only).
+# api_auth), API_AUTH_FAST=1 (fsync off: for throwaway test clusters only),
+# API_AUTH_PG (major version, default 15: Debian's; others come from
+# scripts/pg.sh), API_AUTH_PGBIN (a bin/ folder to use instead, e.g. a tree
+# holding an unpacked package: scripts/package-test.sh).
 # The standby (pg_basebackup -R of the running cluster, streaming replication,
 # hot_standby) lives in API_AUTH_STANDBY_HOME (default $API_AUTH_HOME/standby)
 # and listens on API_AUTH_STANDBY_PGPORT (default: the cluster's port + 1).
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=${API_AUTH_PGBIN:-$(bash "$(dirname "$0")/pg.sh" "${API_AUTH_PG:-15}")/bin}
 HOME_DIR=${API_AUTH_HOME:-/var/tmp/api_auth}
 # Fixed default ports stay below Linux's ephemeral range (32768-60999), where
 # a client connection's local port could already hold them.

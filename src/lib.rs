@@ -12,12 +12,14 @@
 //!
 //! Plumbing: [`errors`] (the one place errors become `ereport`), [`settings`]
 //! (the `api_auth.*` GUCs), [`plans`] (prepared statements kept per backend),
-//! [`probe`] (index probes without the executor, for every authentication path).
+//! [`probe`] (index probes without the executor, for every authentication path),
+//! [`compat`] (what differs between PostgreSQL 14 and 18, the one place with `cfg`).
 //! Tables, views, comments and privileges are plain SQL in `sql/`.
 
 use pgrx::prelude::*;
 
 pub mod caller;
+pub mod compat;
 pub mod errors;
 pub mod keys;
 pub mod lookup;

@@ -98,7 +98,8 @@ fn relation_oid(namespace: pg_sys::Oid, name: &CStr) -> Result<pg_sys::Oid> {
 /// `desc` must be a valid tuple descriptor.
 unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr]) -> Result<[i32; MAX_COLUMNS]> {
     let mut out = [0; MAX_COLUMNS];
-    let attrs = (*desc).attrs.as_slice((*desc).natts as usize);
+    // PgTupleDesc hides where each major version keeps the attribute array.
+    let attrs = pgrx::PgTupleDesc::from_pg_unchecked(desc);
     for (n, name) in out.iter_mut().zip(names) {
         let i = attrs
             .iter()
@@ -283,7 +284,7 @@ impl Index {
             } else {
                 (pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()), true)
             };
-            let scan = pg_sys::index_beginscan(table, index, snapshot, keys.len() as i32, 0);
+            let scan = crate::compat::index_beginscan(table, index, snapshot, keys.len() as i32, 0);
             pg_sys::index_rescan(scan, scan_keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
             let slot = pg_sys::table_slot_create(table, std::ptr::null_mut());
 

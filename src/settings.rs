@@ -83,7 +83,7 @@ pub fn init() {
         GucFlags::default(),
     );
     // Typos such as `SET api_auth.grace = …` become errors instead of silent placeholders.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"api_auth".as_ptr()) };
+    crate::compat::reserve_setting_prefix();
 }
 
 fn string_setting(s: &GucSetting<Option<CString>>, default: &str) -> String {

@@ -10,24 +10,6 @@ use std::process::Command;
 use api_auth_tests::*;
 use postgres::Client;
 
-/// What a database holds, as text, table by table (ordered by key). Equal
-/// snapshots mean equal data, timestamps to the microsecond included.
-fn snapshot(db: &mut Client) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, order) in [
-        ("runtime_environment", "id"),
-        ("revoked_api_key", "id"),
-        ("session", "id"),
-        ("audit_event", "id"),
-    ] {
-        let rows = db
-            .query(&format!("SELECT t::text FROM api_auth.{table} t ORDER BY {order}"), &[])
-            .unwrap_or_else(|e| panic!("read {table}: {e}"));
-        out.extend(rows.iter().map(|r| format!("{table}: {}", r.get::<_, String>(0))));
-    }
-    out
-}
-
 /// Keys, grace rows (one in its window, one over), a preview branch, sessions
 /// and the audit trail they wrote; a token minted now, one signed with a key
 /// that is now in grace.

@@ -101,3 +101,33 @@ fn garbage_in_clear_errors_out() {
     assert_eq!(sessions, 0);
     assert_eq!(lookup(&mut db, &key, None), Some((env, "current".into())));
 }
+
+/// A misspelt setting under the extension's prefix is refused once the library
+/// is loaded, by every statement that sets one, on every supported version
+/// (PostgreSQL 15+ reserve the prefix; on 14 src/compat.rs does the same).
+#[test]
+fn misspelt_settings_are_refused_by_every_statement() {
+    let (_, mut db) = fresh("misspelt_setting");
+    // Load the library (any api_auth function does).
+    db.query("SELECT * FROM api_auth.find_environment_by_api_key('tr_x')", &[]).unwrap();
+    for sql in [
+        "SET api_auth.jwt_leeway = 5",
+        "SET LOCAL api_auth.jwt_issuer = 'https://id.example'",
+        "RESET api_auth.jwt_leeway",
+        "SET api_auth.jwt_require_exp TO DEFAULT",
+    ] {
+        db.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {}", db_message(&e)));
+    }
+    for sql in [
+        "SET api_auth.rotation_grace = '1h'",
+        "SET LOCAL api_auth.rotation_grace = '1h'",
+        "SET api_auth.rotation_grace TO DEFAULT",
+        "RESET api_auth.rotation_grace",
+        "ALTER ROLE CURRENT_USER SET api_auth.rotation_grace = '1h'",
+        "ALTER DATABASE postgres SET api_auth.rotation_grace = '1h'",
+    ] {
+        let err = db.batch_execute(sql).expect_err(sql);
+        assert_eq!(sqlstate(&err), "42602", "{sql}: {}", db_message(&err));
+        assert!(db_message(&err).contains("\"api_auth\" is a reserved prefix"), "{sql}: {}", db_message(&err));
+    }
+}

@@ -23,6 +23,12 @@ pub fn pg_bindir() -> std::path::PathBuf {
         .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
 }
 
+/// The major version of the test cluster's server (14, 15, ... 18).
+pub fn server_major(db: &mut Client) -> i32 {
+    let num: String = db.query_one("SHOW server_version_num", &[]).expect("server_version_num").get(0);
+    num.parse::<i32>().expect("server_version_num is a number") / 10000
+}
+
 /// Replace (or add) `dbname=` in a key=value DSN.
 pub fn with_dbname(dsn: &str, db: &str) -> String {
     let mut parts: Vec<String> =
@@ -318,4 +324,23 @@ impl Drop for PrivateCluster {
         self.run("stop");
         let _ = std::fs::remove_dir_all(&self.home);
     }
+}
+
+/// What a database's api_auth tables hold, as text, table by table (ordered by
+/// key). Equal snapshots mean equal data, timestamps to the microsecond included:
+/// what a backup (tests/backup.rs) or a pg_upgrade (tests/pg_upgrade.rs) must keep.
+pub fn snapshot(db: &mut Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in [
+        ("runtime_environment", "id"),
+        ("revoked_api_key", "id"),
+        ("session", "id"),
+        ("audit_event", "id"),
+    ] {
+        let rows = db
+            .query(&format!("SELECT t::text FROM api_auth.{table} t ORDER BY {order}"), &[])
+            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+        out.extend(rows.iter().map(|r| format!("{table}: {}", r.get::<_, String>(0))));
+    }
+    out
 }

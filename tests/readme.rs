@@ -14,7 +14,7 @@ fn readme_session() -> String {
 #[test]
 fn the_dba_session_runs_as_written() {
     let dsn = fresh_database("readme");
-    let mut child = Command::new("/usr/lib/postgresql/15/bin/psql")
+    let mut child = Command::new(pg_bindir().join("psql"))
         .args(["-X", "-v", "ON_ERROR_STOP=1", "-A", "-F", "|", "-d", &dsn])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

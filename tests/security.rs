@@ -339,17 +339,39 @@ fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
     );
 }
 
-#[test]
-fn upgrade_from_0_1_0_keeps_keys_and_matches_a_fresh_install() {
-    upgrade_keeps_keys_and_matches_a_fresh_install("0.1.0");
+/// Every release frozen in sql/ (`api_auth--X.Y.Z.sql`, installed next to the
+/// current one by scripts/install-ext.sh) other than the current version.
+fn earlier_releases() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql");
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .expect("sql/")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let version = name.strip_prefix("api_auth--")?.strip_suffix(".sql")?;
+            let parts: Vec<&str> = version.split('.').collect();
+            (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+                .then(|| version.to_owned())
+        })
+        .collect();
+    out.sort_by_key(|v| v.split('.').map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>());
+    out
 }
 
+/// ALTER EXTENSION api_auth UPDATE from every earlier release, on whatever
+/// PostgreSQL version the suite runs against (scripts/test-matrix.sh runs 14-18).
 #[test]
-fn upgrade_from_0_2_0_keeps_keys_and_matches_a_fresh_install() {
-    upgrade_keeps_keys_and_matches_a_fresh_install("0.2.0");
-}
-
-#[test]
-fn upgrade_from_0_3_0_keeps_keys_and_matches_a_fresh_install() {
-    upgrade_keeps_keys_and_matches_a_fresh_install("0.3.0");
+fn upgrade_from_every_earlier_release_keeps_keys_and_matches_a_fresh_install() {
+    let releases = earlier_releases();
+    assert!(releases.len() >= 2, "frozen releases in sql/: {releases:?}");
+    let mut db = connect(&admin_dsn());
+    let current: String = db
+        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'api_auth'", &[])
+        .unwrap()
+        .get(0);
+    let mut tested = 0;
+    for from in releases.iter().filter(|v| **v != current) {
+        upgrade_keeps_keys_and_matches_a_fresh_install(from);
+        tested += 1;
+    }
+    assert!(tested >= 2, "no earlier release to upgrade from: {releases:?}, current {current}");
 }
