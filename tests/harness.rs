@@ -37,6 +37,14 @@ pub fn with_dbname(dsn: &str, db: &str) -> String {
     parts.join(" ")
 }
 
+/// Replace (or add) `user=` in a key=value DSN.
+pub fn with_user(dsn: &str, user: &str) -> String {
+    let mut parts: Vec<String> =
+        dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
+    parts.push(format!("user={user}"));
+    parts.join(" ")
+}
+
 /// Create a new database with `CREATE EXTENSION api_auth` and return its DSN.
 pub fn fresh_database(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -6,7 +6,7 @@ use serde_json::json;
 fn login_as(dsn: &str, admin: &mut Client, group: &str) -> String {
     let role = format!("trust_{group}_{}", std::process::id());
     admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN IN ROLE {group}")).unwrap();
-    dsn.split_whitespace().filter(|p| !p.starts_with("user=")).chain([format!("user={role}").as_str()]).collect::<Vec<_>>().join(" ")
+    with_user(dsn, &role)
 }
 
 /// A key in grace may be a leaked one: what it mints ends with its window.

@@ -236,6 +236,23 @@ impl Client {
     }
 }
 
+/// After a revocation has committed: ask `path` with `credential` until it
+/// answers 401; how long that took. Any status but 200/401, or `limit`
+/// passing, is an error.
+pub fn until_refused(client: &mut Client, path: &str, credential: &str, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        match client.get(path, Some(credential))? {
+            401 => return Ok(start.elapsed()),
+            200 => {}
+            other => return Err(format!("status {other} while waiting for the revocation")),
+        }
+        if start.elapsed() > limit {
+            return Err(format!("a revoked credential was still accepted {limit:?} after the commit"));
+        }
+    }
+}
+
 /// `GET path` once: the body, as text.
 pub fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;

@@ -7,12 +7,6 @@ mod support;
 use serde_json::json;
 use support::{Opts, Shim};
 
-fn with_user(dsn: &str, user: &str) -> String {
-    let mut parts: Vec<String> = dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
-    parts.push(format!("user={user}"));
-    parts.join(" ")
-}
-
 #[test]
 fn shim_runs_with_client_and_admin_roles() {
     let dsn = api_auth_tests::fresh_database("shim_roles");
@@ -27,8 +21,8 @@ fn shim_runs_with_client_and_admin_roles() {
     .expect("create login roles (the extension's 0.2.0 roles must exist)");
 
     let shim = Shim::start_with(
-        &with_user(&dsn, &client_role),
-        Opts { env: vec![("API_AUTH_ADMIN_DATABASE_URL".into(), with_user(&dsn, &admin_role))], ..Default::default() },
+        &api_auth_tests::with_user(&dsn, &client_role),
+        Opts { env: vec![("API_AUTH_ADMIN_DATABASE_URL".into(), api_auth_tests::with_user(&dsn, &admin_role))], ..Default::default() },
     );
     assert_eq!(shim.get("/readyz", None).status, 200);
     let (env, key) = shim.create_env("prod", "PRODUCTION");
@@ -48,7 +42,7 @@ fn shim_runs_with_client_and_admin_roles() {
     drop(shim);
 
     // The client role alone cannot run admin routes: a clear 500, logged, no detail leaked.
-    let shim = Shim::start_with(&with_user(&dsn, &client_role), Opts::default());
+    let shim = Shim::start_with(&api_auth_tests::with_user(&dsn, &client_role), Opts::default());
     let v = shim.admin_post("/admin/api/v1/environments", &json!({ "slug": "x", "type": "PRODUCTION" })).assert_error(500);
     assert_eq!(v["error"], "Internal server error");
     assert!(shim.logs().contains("lacks a privilege"), "{}", shim.logs());

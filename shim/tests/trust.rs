@@ -104,12 +104,6 @@ fn a_key_in_grace_mints_nothing_that_outlives_its_window() {
     assert!(exp <= window_end, "the session token too: {exp} vs {window_end}");
 }
 
-fn with_user(dsn: &str, user: &str) -> String {
-    let mut parts: Vec<String> = dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
-    parts.push(format!("user={user}"));
-    parts.join(" ")
-}
-
 /// Objects planted in a schema the shim role searches first: an operator
 /// `/ (float8, numeric)` (PostgreSQL has none built in, so `float8 / 1000.0`
 /// would pick it) and look-alikes of the functions the shim's SQL calls. Each
@@ -139,13 +133,13 @@ fn the_shims_sql_never_resolves_through_a_hostile_search_path() {
     ))
     .unwrap();
     // The trap is live for this role: its own session resolves through evil.
-    let mut as_role = api_auth_tests::connect(&with_user(&dsn, &role));
+    let mut as_role = api_auth_tests::connect(&api_auth_tests::with_user(&dsn, &role));
     as_role.batch_execute("SELECT (1::float8 / 1000.0)").unwrap();
     let planted: i64 = as_role.query_one("SELECT count(*) FROM evil.calls", &[]).unwrap().get(0);
     assert_eq!(planted, 1, "the planted operator is what a plain session of this role picks");
     su.batch_execute("TRUNCATE evil.calls").unwrap();
 
-    let shim = Shim::start_with(&with_user(&dsn, &role), Opts::default());
+    let shim = Shim::start_with(&api_auth_tests::with_user(&dsn, &role), Opts::default());
     let (env, key) = shim.create_env("prod", "PRODUCTION");
     let (_new, revoked) = shim.rotate(&env);
     let r = shim.admin_post(
