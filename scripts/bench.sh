@@ -35,7 +35,8 @@
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
 #   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 6);
-#                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7)
+#                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7;
+#                         + 10 for the same with the answer cache, for its revocation figure)
 #   API_AUTH_BENCH_CACHE_SHIM_PORT the answer-cache section's three shims (cluster
 #                         port + 8, + 9, + 10); API_AUTH_BENCH_CACHE=0 skips that section
 #

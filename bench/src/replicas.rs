@@ -145,29 +145,40 @@ pub fn run(smoke: bool) -> Result<(), String> {
             .env_remove("API_AUTH_REPLICA_DATABASE_URLS");
         cmd
     };
-    let p_shim = start_server("shim-primary", shim(p_addr, &[]), p_addr, &work.join("shim-primary.log"), "/healthz")?;
-    let r_shim = match start_server(
-        "shim-replica",
-        shim(r_addr, &["--replica-database-url", &replica_url]),
-        r_addr,
-        &work.join("shim-replica.log"),
-        "/healthz",
-    ) {
-        Ok(r) => r,
-        Err(e) => {
+    // The routing figures are taken without the answer cache (every read
+    // reaches a node); a third shim adds the cache for its revocation figure.
+    let rc_addr = SocketAddr::from(([127, 0, 0, 1], r_addr.port() + 10));
+    let p_shim = start_server("shim-primary", shim(p_addr, &["--cache-size", "0"]), p_addr, &work.join("shim-primary.log"), "/healthz")?;
+    let replica_shim = |name: &'static str, addr: SocketAddr, cache: &str| {
+        start_server(
+            name,
+            shim(addr, &["--replica-database-url", &replica_url, "--cache-size", cache]),
+            addr,
+            &work.join(format!("{name}.log")),
+            "/healthz",
+        )
+    };
+    let (r_shim, rc_shim) = match (replica_shim("shim-replica", r_addr, "0"), replica_shim("shim-replica-cached", rc_addr, "100000")) {
+        (Ok(r), Ok(rc)) => (r, rc),
+        (r, rc) => {
             p_shim.stop();
-            return Err(e);
+            for server in [r, rc].into_iter().flatten() {
+                server.stop();
+            }
+            return Err("a replica-backed shim did not start".into());
         }
     };
-    let result = measure(&s, p_addr, r_addr, &keys, &revocable, &mut primary, &mut standby);
+    let result = measure(&s, p_addr, r_addr, rc_addr, &keys, &revocable, &mut primary, &mut standby);
     p_shim.stop();
     r_shim.stop();
+    rc_shim.stop();
     let doc = result?;
     std::fs::write(out_dir.join("replicas.json"), serde_json::to_string_pretty(&doc).unwrap_or_default())
         .map_err(|e| e.to_string())?;
     let t = &doc["throughput"];
     let f = &doc["fraction"];
     let d = &doc["revocation_delay_ms"];
+    let dc = &doc["revocation_delay_cached_ms"];
     println!();
     println!("Read replicas (one streaming standby on the same machine; verify with secret keys, {} connections)", s.conns);
     println!("  verify through primary only        {:>9.0} req/s  p99 {:>6.0} us", t["primary_rps"].as_f64().unwrap_or(0.0), t["primary_p99_us"].as_f64().unwrap_or(0.0));
@@ -193,13 +204,22 @@ pub fn run(smoke: bool) -> Result<(), String> {
         d["trials"],
         doc["max_replica_lag_ms"]
     );
+    println!(
+        "  same, answer cache in front         p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials (issue 14: refills wait for the invalidating commit's WAL position)",
+        dc["p50"].as_f64().unwrap_or(0.0),
+        dc["p99"].as_f64().unwrap_or(0.0),
+        dc["max"].as_f64().unwrap_or(0.0),
+        dc["trials"]
+    );
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure(
     s: &Setup,
     p_addr: SocketAddr,
     r_addr: SocketAddr,
+    rc_addr: SocketAddr,
     keys: &Arc<Vec<String>>,
     revocable: &[(String, String)],
     primary: &mut postgres::Client,
@@ -269,17 +289,57 @@ fn measure(
         share * 100.0
     ));
 
-    // 3. Revocation delay under load.
-    let load_secs = (revocable.len() as u64 / 5).max(4);
+    // 3. Revocation delay under load: through the routing alone, and through
+    //    the answer cache in front of it (issue 14), half the trials each.
+    let (uncached_trials, cached_trials) = revocable.split_at(revocable.len() / 2);
+    let uncached = revocations(s, r_addr, keys, uncached_trials, primary)?;
+    let cached = revocations(s, rc_addr, keys, cached_trials, primary)?;
+    let max_lag_ms = after["maxLagMs"].clone();
+    Ok(json!({
+        "connections": s.conns,
+        "pool_size": s.pool_size,
+        "max_replica_lag_ms": max_lag_ms,
+        "throughput": {
+            "primary_rps": median(&p_rps), "replica_rps": median(&r_rps),
+            "primary_p99_us": median(&p_p99), "replica_p99_us": median(&r_p99),
+            "ratio": median(&r_rps) / median(&p_rps),
+            "runs": { "primary": p_rps, "replica": r_rps },
+        },
+        "fraction": {
+            "standby_calls": sc, "primary_calls": pc, "standby_share": share,
+            "shim_replica_reads": served, "shim_primary_reads": on_primary, "shim_counters": after,
+        },
+        "revocation_delay_ms": uncached,
+        "revocation_delay_cached_ms": cached,
+    }))
+}
+
+/// Revoke each key of `trials` under load through the shim at `addr`: from
+/// the acknowledged commit of `set_revoked_expiry(id, now())` to its first 401.
+fn revocations(
+    s: &Setup,
+    addr: SocketAddr,
+    keys: &Arc<Vec<String>>,
+    trials: &[(String, String)],
+    primary: &mut postgres::Client,
+) -> Result<Value, String> {
+    let load_secs = (trials.len() as u64 / 5).max(4);
     let bg = {
-        let spec = spec(r_addr, load_secs + 2);
+        let spec = load::LoadSpec {
+            addr,
+            path: "/api/v1/auth/verify".into(),
+            creds: keys.clone(),
+            conns: s.conns,
+            warmup: Duration::from_millis(500),
+            duration: Duration::from_secs(load_secs + 2),
+        };
         thread::spawn(move || load::run(&spec))
     };
     thread::sleep(Duration::from_millis(700));
-    let mut client = load::Client::new(r_addr);
+    let mut client = load::Client::new(addr);
     let mut delays = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(load_secs);
-    for (old_key, revoked_id) in revocable {
+    for (old_key, revoked_id) in trials {
         if Instant::now() > deadline && delays.len() >= 10 {
             break;
         }
@@ -298,25 +358,9 @@ fn measure(
     log(format!("  background load during the trials: {:.0} req/s, {} errors", bg.rps, bg.errors));
     let mut sorted = delays.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let max_lag_ms = after["maxLagMs"].clone();
     Ok(json!({
-        "connections": s.conns,
-        "pool_size": s.pool_size,
-        "max_replica_lag_ms": max_lag_ms,
-        "throughput": {
-            "primary_rps": median(&p_rps), "replica_rps": median(&r_rps),
-            "primary_p99_us": median(&p_p99), "replica_p99_us": median(&r_p99),
-            "ratio": median(&r_rps) / median(&p_rps),
-            "runs": { "primary": p_rps, "replica": r_rps },
-        },
-        "fraction": {
-            "standby_calls": sc, "primary_calls": pc, "standby_share": share,
-            "shim_replica_reads": served, "shim_primary_reads": on_primary, "shim_counters": after,
-        },
-        "revocation_delay_ms": {
-            "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),
-            "max": sorted.last().copied().unwrap_or(f64::NAN), "all": delays,
-            "background_rps": bg.rps, "background_errors": bg.errors,
-        },
+        "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),
+        "max": sorted.last().copied().unwrap_or(f64::NAN), "all": delays,
+        "background_rps": bg.rps, "background_errors": bg.errors,
     }))
 }
