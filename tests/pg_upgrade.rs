@@ -36,8 +36,33 @@ fn run_as_postgres(dir: &Path, program: &Path, args: &[&str]) -> String {
     };
     let out = cmd.args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("run {program:?}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{program:?} {args:?} failed:\n{text}");
+    if !out.status.success() {
+        // pg_upgrade's own logs live in the new data folder, named in the arguments.
+        let logs: String = args.iter().map(Path::new).filter(|p| p.is_dir()).chain([dir]).map(upgrade_logs).collect();
+        panic!("{program:?} {args:?} failed:\n{text}{logs}");
+    }
     text
+}
+
+/// The ends of pg_upgrade's own logs under `dir` (they name the failing
+/// statement), for a failure message: the folder is removed afterwards.
+fn upgrade_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") && path.to_string_lossy().contains("pg_upgrade_output.d") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut tail: Vec<&str> = text.lines().rev().take(15).collect();
+                tail.extend(text.lines().rev().filter(|l| l.contains("error") || l.contains("ERROR")).take(10));
+                out.push_str(&format!("\n--- {}:\n{}", path.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+    }
+    out
 }
 
 fn is_root() -> bool {
