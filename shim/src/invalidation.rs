@@ -102,9 +102,12 @@ async fn subscribe_and_listen(
             return Err("LISTEN timed out".into());
         }
     };
-    // Subscribed: from here on no change is missed. Flush what may predate it.
-    answers.set_live(true);
+    // Subscribed: from here on no change is missed. The position comes first:
+    // a fill allowed by going live must not be served by a replica that has not
+    // replayed a commit made while the subscription was down. Then flush what
+    // may predate it and go live.
     answers.set_min_lsn(start);
+    answers.set_live(true);
     if let Some(since) = dark_since.take() {
         tracing::info!(recovered_ms = since.elapsed().as_millis() as u64, "answer cache: subscribed to change notifications");
     }
