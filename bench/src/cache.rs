@@ -70,11 +70,18 @@ fn wait_live(addr: SocketAddr) -> Result<Duration, String> {
 }
 
 pub fn run(smoke: bool) -> Result<(), String> {
-    let s = if smoke {
+    let mut s = if smoke {
         Setup { runs: 2, secs: 2, conns: 8, hot: 100, cold: 2_000, trials: 21 }
     } else {
         Setup { runs: 5, secs: 10, conns: 16, hot: 1_000, cold: 50_000, trials: 210 }
     };
+    // Quick looks, as for the main run.
+    if let Some(n) = crate::env_num("API_AUTH_BENCH_RUNS") {
+        s.runs = n as usize;
+    }
+    if let Some(n) = crate::env_num("API_AUTH_BENCH_SECS") {
+        s.secs = n;
+    }
     let host = env_or("API_AUTH_BENCH_PGHOST", "127.0.0.1");
     let port: u16 = env_or("API_AUTH_BENCH_PGPORT", "25470").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?;
     let db = env_or("API_AUTH_BENCH_DB", "api_auth_bench");

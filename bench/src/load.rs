@@ -232,7 +232,9 @@ impl Client {
     pub fn get(&mut self, path: &str, bearer: Option<&str>) -> Result<u16, String> {
         let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
         let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}\r\n", self.0.addr);
-        self.0.roundtrip(req.as_bytes())
+        // A kept-alive connection the server has just closed fails once; a GET
+        // is safe to send again, on a new connection.
+        self.0.roundtrip(req.as_bytes()).or_else(|_| self.0.roundtrip(req.as_bytes()))
     }
 }
 
