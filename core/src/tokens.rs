@@ -146,15 +146,119 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
 
 /// Cheap check used to classify credentials: three dot-separated parts whose
 /// payload decodes to an object with `pub: true`. Says nothing about validity.
+///
+/// It runs for every credential that is not a key, on every request, so it
+/// reads the payload without building it: the JSON is checked exactly as a
+/// parse into a map would check it (numbers, strings, depth), and the answer
+/// is the one that map would give (its last `pub` member). Only `pub`'s value
+/// is built.
 pub fn is_public_token_shape(credential: &str) -> bool {
-    if credential.len() > MAX_TOKEN_LEN || credential.split('.').count() != 3 {
+    let mut parts = credential.split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    if credential.len() > MAX_TOKEN_LEN {
         return false;
     }
-    credential
-        .split('.')
-        .nth(1)
-        .and_then(|p| decode_json_object(p).ok())
-        .is_some_and(|(c, _)| c.get("pub") == Some(&Value::Bool(true)))
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload) else { return false };
+    serde_json::from_slice::<pub_claim::PubIsTrue>(&bytes).is_ok_and(|p| p.0)
+}
+
+/// The visitors behind [`is_public_token_shape`].
+mod pub_claim {
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    /// A JSON object whose (last) `pub` member is `true`, or not.
+    pub struct PubIsTrue(pub bool);
+
+    /// A member name, and whether it is `pub` (escapes decoded, as a map key is).
+    struct IsPub(bool);
+
+    /// Any JSON value, read as fully as a [`Value`] would be (so that exactly
+    /// what a map parse refuses is refused), and dropped.
+    struct Skip;
+
+    impl<'de> Deserialize<'de> for PubIsTrue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Object;
+            impl<'de> Visitor<'de> for Object {
+                type Value = PubIsTrue;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PubIsTrue, A::Error> {
+                    let mut is_pub = false;
+                    while let Some(IsPub(key_is_pub)) = map.next_key()? {
+                        if key_is_pub {
+                            is_pub = map.next_value::<Value>()? == Value::Bool(true);
+                        } else {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                    Ok(PubIsTrue(is_pub))
+                }
+            }
+            d.deserialize_map(Object)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for IsPub {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Name;
+            impl<'de> Visitor<'de> for Name {
+                type Value = IsPub;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<IsPub, E> {
+                    Ok(IsPub(v == "pub"))
+                }
+            }
+            d.deserialize_str(Name)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Skip {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Skip)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Skip {
+        type Value = Skip;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_unit<E>(self) -> Result<Skip, E> {
+            Ok(Skip)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+            while seq.next_element::<Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            Ok(Skip)
+        }
+    }
 }
 
 impl<'a> UnverifiedToken<'a> {
@@ -406,6 +510,58 @@ mod tests {
             let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(vec![0u8; len]));
             assert_eq!(parse(&token).err(), Some(TokenError::Malformed));
         }
+    }
+
+    #[test]
+    fn the_shape_check_answers_as_a_parse_into_a_map_would() {
+        // The reference: decode the payload into a map, read its `pub`.
+        let by_map = |t: &str| {
+            t.len() <= MAX_TOKEN_LEN
+                && t.split('.').count() == 3
+                && decode_json_object(t.split('.').nth(1).unwrap_or(""))
+                    .is_ok_and(|(c, _)| c.get("pub") == Some(&Value::Bool(true)))
+        };
+        let with_payload = |json: &str| format!("eyJhbGciOiJIUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(json));
+        let payloads = [
+            r#"{"pub":true}"#,
+            r#"{"pub":false}"#,
+            r#"{"pub":"true"}"#,
+            r#"{"pub":1}"#,
+            r#"{"pub":[true]}"#,
+            r#"{"p\u0075b":true}"#,
+            r#"{"pub":true,"pub":false}"#,
+            r#"{"pub":false,"pub":true}"#,
+            r#"{"sub":"env","scopes":["read:runs"],"x":{"pub":true},"pub":true}"#,
+            r#"{"x":{"pub":true}}"#,
+            r#"{"a":1e400,"pub":true}"#,
+            r#"{"a":-1e-400,"pub":true}"#,
+            r#"{"a":18446744073709551616,"pub":true}"#,
+            r#"{"a":"\ud800","pub":true}"#,
+            r#"{"a":"\u0000","pub":true}"#,
+            r#"{"a":01,"pub":true}"#,
+            r#"{"pub":true} "#,
+            r#"{"pub":true} x"#,
+            r#"{"pub":true,}"#,
+            r#"[{"pub":true}]"#,
+            r#""pub""#,
+            "true",
+            "",
+            r#"{"pub":tru}"#,
+        ];
+        let deep = format!(r#"{{"a":{}1{},"pub":true}}"#, "[".repeat(200), "]".repeat(200));
+        let shallow = format!(r#"{{"a":{}1{},"pub":true}}"#, "[".repeat(100), "]".repeat(100));
+        for p in payloads.iter().copied().chain([deep.as_str(), shallow.as_str()]) {
+            let t = with_payload(p);
+            assert_eq!(is_public_token_shape(&t), by_map(&t), "payload {p}");
+        }
+        assert!(is_public_token_shape(&with_payload(r#"{"pub":true}"#)));
+        assert!(is_public_token_shape(&with_payload(r#"{"p\u0075b":true}"#)));
+        assert!(!is_public_token_shape(&with_payload(r#"{"a":1e400,"pub":true}"#)));
+        for t in ["", "a.b", "a.b.c.d", "..", "x.!!!.y", "x.e30.y"] {
+            assert_eq!(is_public_token_shape(t), by_map(t), "{t:?}");
+        }
+        let long = with_payload(&format!(r#"{{"pub":true,"x":"{}"}}"#, "a".repeat(MAX_TOKEN_LEN)));
+        assert!(!is_public_token_shape(&long));
     }
 
     #[test]

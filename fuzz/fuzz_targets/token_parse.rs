@@ -1,5 +1,6 @@
 //! Arbitrary bytes through the public-token path: `parse`, `subject`,
-//! `verify_signature`, `check_claims`, `is_public_token_shape`, `classify`.
+//! `verify_signature`, `check_claims`, `is_public_token_shape` (against a
+//! decode into a map), `classify`.
 //! Nothing may panic, and what is accepted must be what SPEC §4 allows.
 //!
 //! Seeds (`corpus/token_parse/`) are real-looking tokens, several signed with
@@ -36,6 +37,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };
 
     let shape = is_public_token_shape(s);
+    // The shape check reads the payload without building it; it must answer
+    // exactly as decoding the payload into a map would.
+    let parts: Vec<&str> = s.split('.').collect();
+    let by_map = s.len() <= MAX_TOKEN_LEN
+        && parts.len() == 3
+        && decode_object(parts[1]).is_some_and(|c| c.get("pub") == Some(&Value::Bool(true)));
+    assert_eq!(shape, by_map, "is_public_token_shape({s:?})");
     let kind = classify(s);
     if s.starts_with("tr_") {
         assert_eq!(kind, CredentialKind::SecretKey);
@@ -56,7 +64,6 @@ fuzz_target!(|data: &[u8]| {
     // Accepted: exactly three parts, bounded, header says HS256 and nothing critical,
     // payload is the object we were given, signature is 32 bytes.
     assert!(!s.is_empty() && s.len() <= MAX_TOKEN_LEN);
-    let parts: Vec<&str> = s.split('.').collect();
     assert_eq!(parts.len(), 3);
     let header = decode_object(parts[0]).expect("accepted header decodes");
     assert_eq!(header.get("alg"), Some(&Value::String("HS256".into())));

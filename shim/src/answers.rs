@@ -24,6 +24,7 @@
 //! [`Reads::auth_read_after`]: crate::replicas::Reads::auth_read_after
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api_auth_core::keys::CredentialKind;
@@ -36,8 +37,8 @@ use crate::errors::ApiError;
 
 /// The shim's answer caches and what the invalidation listener tells them.
 pub struct Answers {
-    pub keys: Cache<KeyAuth>,
-    pub tokens: Cache<TokenAuth>,
+    pub keys: Cache<Arc<KeyAuth>>,
+    pub tokens: Cache<Arc<TokenAuth>>,
     /// WAL position (bytes) a node must have replayed to refill the cache;
     /// `u64::MAX` while the position after the latest notification is being read.
     min_lsn: AtomicU64,
@@ -114,6 +115,7 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
                 .await;
             match found {
                 Ok(k) => {
+                    let k = Arc::new(k);
                     let ttl = k.grace_expires_at.as_ref().map(|(_, end)| until(*end));
                     answers.keys.insert(ticket, key, Some(k.clone()), vec![k.environment_id.clone()], ttl);
                     Ok(Caller::Key(k))

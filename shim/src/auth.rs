@@ -7,6 +7,8 @@
 //! code the extension's `authorize` runs. The only
 //! local checks are size limits, so that garbage never reaches an index.
 
+use std::sync::{Arc, OnceLock};
+
 use api_auth_core::keys::{self, CredentialKind};
 use api_auth_core::tokens;
 use hyper::header::AUTHORIZATION;
@@ -14,7 +16,7 @@ use hyper::HeaderMap;
 use serde_json::Value;
 
 use crate::db;
-use crate::errors::{ApiError, Refusal};
+use crate::errors::{ApiError, Prepared, Refusal};
 use crate::grace::Grace;
 use crate::logging::RequestLog;
 
@@ -44,7 +46,7 @@ impl Credential {
 ///
 /// Returns `None` for a missing header, another scheme, non-UTF-8 bytes, or a
 /// value longer than any real credential (the token limit).
-pub fn bearer(headers: &HeaderMap) -> Option<String> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let raw = headers.get(AUTHORIZATION)?;
     if raw.len() > tokens::MAX_TOKEN_LEN + 16 {
         return None;
@@ -55,13 +57,13 @@ pub fn bearer(headers: &HeaderMap) -> Option<String> {
         return None;
     }
     let credential = rest.trim();
-    (!credential.is_empty()).then(|| credential.to_string())
+    (!credential.is_empty()).then_some(credential)
 }
 
 pub fn credential(headers: &HeaderMap, log: &mut RequestLog) -> Option<Credential> {
     let value = bearer(headers)?;
-    let kind = keys::classify(&value);
-    let c = Credential { kind, value };
+    let kind = keys::classify(value);
+    let c = Credential { kind, value: value.to_string() };
     log.credential = Some(c.describe());
     Some(c)
 }
@@ -78,7 +80,7 @@ pub fn branch(headers: &HeaderMap) -> Result<Option<String>, ()> {
 }
 
 /// An environment authenticated by a secret key.
-#[derive(Clone)]
+#[derive(Default)]
 pub struct KeyAuth {
     pub environment_id: String,
     pub environment_type: String,
@@ -90,6 +92,9 @@ pub struct KeyAuth {
     pub branch_name: Option<String>,
     /// End of the grace window (ISO-8601 text, Unix seconds), for a grace hit.
     pub grace_expires_at: Option<(String, f64)>,
+    /// What `GET /api/v1/auth/verify` answers for it ([`crate::verify`]),
+    /// rendered on first use: once per answer the cache keeps.
+    pub verify_answer: OnceLock<Prepared>,
 }
 
 impl KeyAuth {
@@ -120,6 +125,7 @@ pub async fn find_by_key(
         organization_id: r.get(5),
         branch_name: r.get(6),
         grace_expires_at: grace_end(r, 7),
+        verify_answer: OnceLock::new(),
     }))
 }
 
@@ -176,25 +182,27 @@ pub fn refuse(cred: Option<&Credential>) -> ApiError {
 }
 
 /// A public access token that `api_auth.validate_public_jwt` accepted.
-#[derive(Clone)]
 pub struct TokenAuth {
     pub environment_id: String,
     pub environment_type: String,
     pub claims: Value,
+    /// The `scopes` claim (its string elements).
+    pub scopes: Vec<String>,
     pub matched_by: String,
     pub revoked_api_key_id: Option<String>,
     /// End of the grace window of the key that verified the signature (ISO-8601
     /// text, Unix seconds), when that key is in grace.
     pub grace_expires_at: Option<(String, f64)>,
+    /// What `GET /api/v1/auth/verify` answers for it ([`crate::verify`]),
+    /// rendered on first use: once per answer the cache keeps.
+    pub verify_answer: OnceLock<Prepared>,
 }
 
-impl TokenAuth {
-    /// The `scopes` claim (string elements only).
-    pub fn scopes(&self) -> Vec<String> {
-        match self.claims.get("scopes") {
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            _ => Vec::new(),
-        }
+/// The string elements of a `scopes` claim.
+fn scopes_of(claims: &Value) -> Vec<String> {
+    match claims.get("scopes") {
+        Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -214,20 +222,24 @@ pub async fn validate_token(
     if ok != Some(true) {
         return Ok(Err(r.get::<_, Option<String>>(1).unwrap_or_else(|| "invalid".into())));
     }
+    let claims = r.get::<_, Option<Value>>(4).unwrap_or(Value::Null);
     Ok(Ok(TokenAuth {
         environment_id: r.get(2),
         environment_type: r.get::<_, Option<String>>(3).unwrap_or_default(),
-        claims: r.get::<_, Option<Value>>(4).unwrap_or(Value::Null),
+        scopes: scopes_of(&claims),
+        claims,
         matched_by: r.get::<_, Option<String>>(5).unwrap_or_else(|| "current".into()),
         revoked_api_key_id: r.get(6),
         grace_expires_at: grace_end(r, 7),
+        verify_answer: OnceLock::new(),
     }))
 }
 
-/// Who is calling a route that accepts a secret key or a public token.
+/// Who is calling a route that accepts a secret key or a public token
+/// (shared: the answer cache hands out the answers it keeps).
 pub enum Caller {
-    Key(KeyAuth),
-    Token(TokenAuth),
+    Key(Arc<KeyAuth>),
+    Token(Arc<TokenAuth>),
 }
 
 
@@ -257,11 +269,11 @@ pub async fn authenticate(
     let Some(c) = cred else { return Err(refuse(None)) };
     match c.kind {
         CredentialKind::SecretKey => match find_by_key(client, &c.value, headers).await? {
-            Some(k) => Ok(Caller::Key(k)),
+            Some(k) => Ok(Caller::Key(Arc::new(k))),
             None => Err(refuse(cred)),
         },
         CredentialKind::PublicToken => match validate_token(client, &c.value).await? {
-            Ok(t) => Ok(Caller::Token(t)),
+            Ok(t) => Ok(Caller::Token(Arc::new(t))),
             Err(code) => Err(ApiError::unauthorized(token_error_message(&code))
                 .with_refusal(Refusal::from_token_error(&code))
                 .with_detail(format!("token refused: {code}"))),

@@ -4,7 +4,7 @@
 use api_auth_core::tokens::TokenError;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -13,12 +13,42 @@ pub type Body = Full<Bytes>;
 /// A JSON response, `Cache-Control: no-store` (answers carry keys and tokens).
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut res = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes_response(status, Bytes::from(bytes), 0)
+}
+
+fn json_bytes_response(status: StatusCode, body: Bytes, more_headers: usize) -> Response<Body> {
+    let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
+    h.reserve(more_headers + 6);
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// A JSON answer rendered once and sent many times: [`Prepared::response`]
+/// shares its body and header values instead of serializing again (what the
+/// answer cache keeps for `GET /api/v1/auth/verify`, see [`crate::verify`]).
+#[derive(Debug)]
+pub struct Prepared {
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Prepared {
+    /// `value` as the body, plus `headers` (besides the JSON ones).
+    pub fn json(value: &Value, headers: Vec<(HeaderName, HeaderValue)>) -> Prepared {
+        Prepared { body: Bytes::from(serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())), headers }
+    }
+
+    pub fn response(&self, status: StatusCode) -> Response<Body> {
+        let mut res = json_bytes_response(status, self.body.clone(), self.headers.len());
+        let h = res.headers_mut();
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        res
+    }
 }
 
 /// A problem with a request body, in the shape of a zod issue.

@@ -89,6 +89,7 @@ pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
                 organization_id: None,
                 branch_name: None,
                 grace_expires_at: auth::grace_end(row, 4),
+                verify_answer: Default::default(),
             };
             Ok((Ok(token), found))
         })

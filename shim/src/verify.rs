@@ -27,7 +27,7 @@
 //! path prefix: anything under `/api/v1/auth/verify/` is the same route).
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
@@ -35,8 +35,8 @@ use api_auth_core::scopes::{self, Resource};
 
 use crate::answers;
 use crate::app::{App, Ctx};
-use crate::auth::{self, Caller};
-use crate::errors::{json_response, ApiError, Body};
+use crate::auth::{self, Caller, KeyAuth, TokenAuth};
+use crate::errors::{ApiError, Body, Prepared};
 use crate::util::percent_decode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -99,64 +99,76 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     if let (Caller::Token(t), Some((action, resources))) = (&caller, &check) {
         let resources: Vec<Resource<'_>> =
             resources.iter().map(|(kind, id)| Resource { kind, id: id.as_deref() }).collect();
-        if !scopes::authorize(&t.scopes(), action, &resources) {
+        if !scopes::authorize(&t.scopes, action, &resources) {
             return Err(ApiError::scope_denied(format!(
                 "Public access token does not allow '{action}' on the requested resources"
             )));
         }
     }
-
-    let mut headers: Vec<(&'static str, String)> = Vec::new();
-    let body = match &caller {
-        Caller::Key(k) => {
-            let method = if k.matched_by == "grace" { "grace_key" } else { "current_key" };
-            headers.push(("x-api-auth-environment-id", k.environment_id.clone()));
-            headers.push(("x-api-auth-environment-type", k.environment_type.clone()));
-            headers.push(("x-api-auth-method", method.into()));
-            headers.push(("x-api-auth-matched-by", k.matched_by.clone()));
-            for (name, v) in [
-                ("x-api-auth-project-id", &k.project_id),
-                ("x-api-auth-organization-id", &k.organization_id),
-                ("x-api-auth-branch", &k.branch_name),
-            ] {
-                if let Some(v) = v {
-                    headers.push((name, v.clone()));
-                }
-            }
-            json!({
-                "ok": true,
-                "environmentId": k.environment_id,
-                "environmentType": k.environment_type,
-                "method": method,
-                "matchedBy": k.matched_by,
-                "revokedApiKeyId": k.revoked_api_key_id,
-            })
-        }
-        Caller::Token(t) => {
-            let scopes = t.scopes();
-            headers.push(("x-api-auth-environment-id", t.environment_id.clone()));
-            headers.push(("x-api-auth-environment-type", t.environment_type.clone()));
-            headers.push(("x-api-auth-method", "public_token".into()));
-            headers.push(("x-api-auth-matched-by", t.matched_by.clone()));
-            headers.push(("x-api-auth-scopes", scopes_header(&scopes)));
-            json!({
-                "ok": true,
-                "environmentId": t.environment_id,
-                "environmentType": t.environment_type,
-                "method": "public_token",
-                "matchedBy": t.matched_by,
-                "scopes": scopes,
-            })
-        }
+    // The answer depends on the caller alone: rendered once per answer the
+    // cache keeps, then only shared.
+    let prepared = match &caller {
+        Caller::Key(k) => k.verify_answer.get_or_init(|| key_answer(k)),
+        Caller::Token(t) => t.verify_answer.get_or_init(|| token_answer(t)),
     };
-    let mut res = json_response(StatusCode::OK, &body);
-    for (name, value) in headers {
-        // Ids are ASCII; anything unrepresentable is left out rather than mangled.
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            res.headers_mut().insert(name, v);
+    Ok(prepared.response(StatusCode::OK))
+}
+
+/// Header values from text. Ids are ASCII; anything unrepresentable is left
+/// out rather than mangled.
+fn headers(values: Vec<(&'static str, &str)>) -> Vec<(HeaderName, HeaderValue)> {
+    values
+        .into_iter()
+        .filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(value).ok()?)))
+        .collect()
+}
+
+fn key_answer(k: &KeyAuth) -> Prepared {
+    let method = k.method();
+    let mut values = vec![
+        ("x-api-auth-environment-id", k.environment_id.as_str()),
+        ("x-api-auth-environment-type", &k.environment_type),
+        ("x-api-auth-method", method),
+        ("x-api-auth-matched-by", &k.matched_by),
+    ];
+    for (name, v) in [
+        ("x-api-auth-project-id", &k.project_id),
+        ("x-api-auth-organization-id", &k.organization_id),
+        ("x-api-auth-branch", &k.branch_name),
+    ] {
+        if let Some(v) = v {
+            values.push((name, v));
         }
     }
-    Ok(res)
+    let body = json!({
+        "ok": true,
+        "environmentId": k.environment_id,
+        "environmentType": k.environment_type,
+        "method": method,
+        "matchedBy": k.matched_by,
+        "revokedApiKeyId": k.revoked_api_key_id,
+    });
+    Prepared::json(&body, headers(values))
+}
+
+fn token_answer(t: &TokenAuth) -> Prepared {
+    let scopes = scopes_header(&t.scopes);
+    let values = vec![
+        ("x-api-auth-environment-id", t.environment_id.as_str()),
+        ("x-api-auth-environment-type", &t.environment_type),
+        ("x-api-auth-method", "public_token"),
+        ("x-api-auth-matched-by", &t.matched_by),
+        ("x-api-auth-scopes", &scopes),
+    ];
+    let body = json!({
+        "ok": true,
+        "environmentId": t.environment_id,
+        "environmentType": t.environment_type,
+        "method": "public_token",
+        "matchedBy": t.matched_by,
+        "scopes": t.scopes,
+    });
+    Prepared::json(&body, headers(values))
 }
 
 #[cfg(test)]
