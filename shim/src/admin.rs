@@ -10,6 +10,8 @@
 //! - `POST /admin/api/v1/environments` `{"slug", "type", "projectId"?,
 //!   "organizationId"?, "parentEnvironmentId"?, "branchName"?}`: create one.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -34,7 +36,7 @@ pub fn check_admin(app: &App, headers: &HeaderMap, ctx: &mut Ctx) -> Result<(), 
         ctx.log.auth = Some("admin");
         Ok(())
     } else {
-        ctx.log.credential = Some(if presented.is_empty() { "none".into() } else { "wrong-admin-token".into() });
+        ctx.log.credential = Some(Arc::new(if presented.is_empty() { "none" } else { "wrong-admin-token" }));
         Err(ApiError::unauthorized("Invalid or missing admin token").with_refusal(Refusal::InvalidAdminToken))
     }
 }

@@ -98,8 +98,15 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
     let (Some(answers), Some(c)) = (&app.answers, cred) else {
         return app.reads.auth_read(|client| async move { auth::authenticate(&client, cred, headers).await }).await;
     };
-    match c.kind {
-        CredentialKind::SecretKey => {
+    // A token the cache holds is these very bytes, accepted before: no need
+    // to read its payload to know it is one.
+    let token_key = c.may_be_token().then(|| cache::key(&[b"token", c.value.as_bytes()]));
+    if let Some(Some(t)) = token_key.and_then(|key| answers.tokens.get(&key)) {
+        c.known_token();
+        return Ok(Caller::Token(t));
+    }
+    match (c.kind(), token_key) {
+        (CredentialKind::SecretKey, _) => {
             let Ok(branch) = auth::branch(headers) else { return Err(auth::refuse(cred)) };
             let branch = branch.as_deref();
             let key = cache::key(&[b"key", c.value.as_bytes(), &[u8::from(branch.is_some())], branch.unwrap_or("").as_bytes()]);
@@ -127,11 +134,7 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
                 Err(e) => Err(e),
             }
         }
-        CredentialKind::PublicToken => {
-            let key = cache::key(&[b"token", c.value.as_bytes()]);
-            if let Some(Some(t)) = answers.tokens.get(&key) {
-                return Ok(Caller::Token(t));
-            }
+        (CredentialKind::PublicToken, Some(key)) => {
             let ticket = answers.tokens.ticket();
             let caller = app
                 .reads
@@ -148,7 +151,7 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
             }
             Ok(caller)
         }
-        CredentialKind::PublishableKey | CredentialKind::Unknown => Err(auth::refuse(cred)),
+        _ => Err(auth::refuse(cred)),
     }
 }
 

@@ -18,23 +18,47 @@ use serde_json::Value;
 use crate::db;
 use crate::errors::{ApiError, Prepared, Refusal};
 use crate::grace::Grace;
-use crate::logging::RequestLog;
+use crate::logging::{Describe, RequestLog};
 
 /// Header naming a preview branch (SPEC §3).
 pub const BRANCH_HEADER: &str = "x-trigger-branch";
 /// Longest branch name considered.
 pub const MAX_BRANCH_LEN: usize = 256;
 
-/// A bearer credential as presented, classified.
+/// A bearer credential as presented. Never printed: logs get [`Describe::describe`].
 pub struct Credential {
-    pub kind: CredentialKind,
     pub value: String,
+    /// What `keys::classify` says, worked out on first use: for anything
+    /// that is not a key that means reading a token's payload, which a token
+    /// the answer cache knows is spared ([`Credential::known_token`]).
+    kind: OnceLock<CredentialKind>,
 }
 
 impl Credential {
+    pub fn new(value: String) -> Credential {
+        Credential { value, kind: OnceLock::new() }
+    }
+
+    pub fn kind(&self) -> CredentialKind {
+        *self.kind.get_or_init(|| keys::classify(&self.value))
+    }
+
+    /// Not a key by its prefix: it may be a public token (no payload read).
+    pub fn may_be_token(&self) -> bool {
+        !(self.value.starts_with("tr_") || self.value.starts_with("pk_"))
+    }
+
+    /// These very bytes were accepted as a public token before (the answer
+    /// cache holds them): they classify as one, no need to look again.
+    pub fn known_token(&self) {
+        let _ = self.kind.set(CredentialKind::PublicToken);
+    }
+}
+
+impl Describe for Credential {
     /// What the logs may say about it.
-    pub fn describe(&self) -> String {
-        match self.kind {
+    fn describe(&self) -> String {
+        match self.kind() {
             CredentialKind::SecretKey | CredentialKind::PublishableKey => keys::mask(&self.value),
             CredentialKind::PublicToken => "public-token".into(),
             CredentialKind::Unknown => "unknown".into(),
@@ -60,11 +84,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (!credential.is_empty()).then_some(credential)
 }
 
-pub fn credential(headers: &HeaderMap, log: &mut RequestLog) -> Option<Credential> {
-    let value = bearer(headers)?;
-    let kind = keys::classify(value);
-    let c = Credential { kind, value: value.to_string() };
-    log.credential = Some(c.describe());
+/// The request's bearer credential, named in its log line.
+pub fn credential(headers: &HeaderMap, log: &mut RequestLog) -> Option<Arc<Credential>> {
+    let c = Arc::new(Credential::new(bearer(headers)?.to_string()));
+    log.credential = Some(c.clone());
     Some(c)
 }
 
@@ -171,7 +194,7 @@ pub fn accept_token(log: &mut RequestLog, t: &TokenAuth) {
 /// 401 "Invalid or Missing API key" for a credential that authenticates
 /// nothing, with the refusal reason its kind gives.
 pub fn refuse(cred: Option<&Credential>) -> ApiError {
-    let reason = match cred.map(|c| c.kind) {
+    let reason = match cred.map(Credential::kind) {
         None => Refusal::MissingCredential,
         Some(CredentialKind::SecretKey) => Refusal::UnknownKey,
         Some(CredentialKind::PublishableKey) => Refusal::PublishableKey,
@@ -267,7 +290,7 @@ pub async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
     let Some(c) = cred else { return Err(refuse(None)) };
-    match c.kind {
+    match c.kind() {
         CredentialKind::SecretKey => match find_by_key(client, &c.value, headers).await? {
             Some(k) => Ok(Caller::Key(Arc::new(k))),
             None => Err(refuse(cred)),

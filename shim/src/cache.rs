@@ -58,6 +58,7 @@ pub fn key(parts: &[&[u8]]) -> Key {
 #[derive(Default)]
 pub struct Counters {
     pub hits: AtomicU64,
+    /// Questions asked of the database ([`Cache::ticket`]).
     pub misses: AtomicU64,
     pub inserts: AtomicU64,
     /// Fills refused because an invalidation happened while they were asked.
@@ -163,8 +164,10 @@ impl<V: Clone> Cache<V> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
     }
 
-    /// Take before asking the database for an answer to cache.
+    /// Take before asking the database for an answer to cache (what the
+    /// `misses` counter counts).
     pub fn ticket(&self) -> Ticket {
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
         Ticket(self.generation.load(Ordering::Acquire))
     }
 
@@ -188,8 +191,9 @@ impl<V: Clone> Cache<V> {
             None => None,
         };
         drop(inner);
-        let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
     }
 

@@ -18,7 +18,7 @@ const DEFAULT_EXPIRATION: &str = "1h";
 /// The secret key of the request, or the platform's 401.
 fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
     match cred {
-        Some(c) if c.kind == CredentialKind::SecretKey => Ok(&c.value),
+        Some(c) if c.kind() == CredentialKind::SecretKey => Ok(&c.value),
         _ => Err(auth::refuse(cred)),
     }
 }
@@ -27,9 +27,9 @@ fn secret_key(cred: Option<&Credential>) -> Result<&str, ApiError> {
 /// which then signs the token itself with the secret key it holds.
 pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let cred = auth::credential(req.headers(), &mut ctx.log);
-    let key = secret_key(cred.as_ref())?;
-    let Caller::Key(env) = answers::authenticate(app, cred.as_ref(), req.headers()).await? else {
-        return Err(auth::refuse(cred.as_ref()));
+    let key = secret_key(cred.as_deref())?;
+    let Caller::Key(env) = answers::authenticate(app, cred.as_deref(), req.headers()).await? else {
+        return Err(auth::refuse(cred.as_deref()));
     };
     auth::accept_key(&mut ctx.log, key, &env);
     Ok(json_response(StatusCode::OK, &json!({ "sub": env.environment_id, "pub": true })))
@@ -43,10 +43,10 @@ pub async fn claims(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 pub async fn mint(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     let (parts, incoming) = req.into_parts();
     let cred = auth::credential(&parts.headers, &mut ctx.log);
-    let key = secret_key(cred.as_ref())?.to_string();
+    let key = secret_key(cred.as_deref())?.to_string();
     let bytes = body::read(incoming, &parts.headers, body::MAX_BODY, ctx.deadline).await?;
     let parsed = parse_mint_body(&bytes);
-    let (headers, parsed, key, presented) = (&parts.headers, &parsed, key.as_str(), cred.as_ref());
+    let (headers, parsed, key, presented) = (&parts.headers, &parsed, key.as_str(), cred.as_deref());
     // Minting only reads (the canonical current key), so it is an
     // authentication read as a whole: a replica that does not know the key yet
     // has its refusal confirmed on the primary. The work answers (the token or

@@ -6,6 +6,8 @@
 //! with key- or token-like segments masked, and query strings, headers and
 //! bodies are never logged.
 
+use std::sync::Arc;
+
 use api_auth_core::keys::{self, CredentialKind};
 
 use crate::config::{Config, LogFormat};
@@ -21,6 +23,19 @@ pub fn init(config: &Config) {
     }
 }
 
+/// What a log line may say about a credential, worked out only when a line is
+/// written (a request answered from the answer cache never needs to look
+/// inside the token it presented, and most lines are filtered out).
+pub trait Describe: Send + Sync {
+    fn describe(&self) -> String;
+}
+
+impl Describe for &'static str {
+    fn describe(&self) -> String {
+        (*self).to_string()
+    }
+}
+
 /// What the handlers found out about one request, filled in as they go: the
 /// request's log line says it, [`crate::metrics`] counts it, and the router
 /// turns `grace` into the answer's grace-window signals.
@@ -28,8 +43,8 @@ pub fn init(config: &Config) {
 pub struct RequestLog {
     /// Route name, e.g. `sessions.create`.
     pub route: &'static str,
-    /// Masked credential (see module docs).
-    pub credential: Option<String>,
+    /// The credential presented, described (masked) only when the line is written.
+    pub credential: Option<Arc<dyn Describe>>,
     /// `current_key`, `grace_key`, `public_token`, `admin`.
     pub auth: Option<&'static str>,
     pub environment: Option<String>,

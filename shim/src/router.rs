@@ -200,17 +200,17 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     let ms = elapsed.as_secs_f64() * 1000.0;
     let log = &ctx.log;
-    let path = safe_path(&path);
+    // Field values are worked out only for a line that is written.
     macro_rules! line {
         ($lvl:ident) => {
             tracing::$lvl!(
                 request_id = id,
                 method = %method,
-                path = %path,
+                path = %safe_path(&path),
                 route = log.route,
                 status,
                 ms = format_args!("{ms:.2}"),
-                credential = log.credential.as_deref(),
+                credential = log.credential.as_ref().map(|c| c.describe()),
                 auth = log.auth,
                 environment = log.environment.as_deref(),
                 note = log.note.as_deref(),

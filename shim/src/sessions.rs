@@ -85,7 +85,7 @@ pub async fn create(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // The credential check is a read (a replica when one is fresh); the
     // extension authenticates again and authorizes on the primary, in the
     // statement that writes.
-    let (headers, presented) = (&parts.headers, cred.as_ref());
+    let (headers, presented) = (&parts.headers, cred.as_deref());
     let caller = answers::authenticate(app, presented, headers).await?;
     auth::log_caller(&mut ctx.log, presented, &caller);
     let Some(cred) = cred else { return Err(ApiError::invalid_api_key()) };

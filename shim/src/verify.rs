@@ -91,8 +91,8 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     let cred = auth::credential(req.headers(), &mut ctx.log);
     // From the answer cache when it knows the credential (else a read, on a
     // replica when one is fresh).
-    let caller = answers::authenticate(app, cred.as_ref(), req.headers()).await?;
-    auth::log_caller(&mut ctx.log, cred.as_ref(), &caller);
+    let caller = answers::authenticate(app, cred.as_deref(), req.headers()).await?;
+    auth::log_caller(&mut ctx.log, cred.as_deref(), &caller);
     // The scope check is the grammar's OR rule (api_auth_core::scopes, the
     // very code the extension's authorize() runs): no database needed. A
     // denial is 403 for a caller who did authenticate (and is logged as such).
