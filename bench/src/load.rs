@@ -80,10 +80,27 @@ impl Conn {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut chunk = [0u8; 8192];
-        // Head.
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
+        // Head: read until httparse has all of it.
+        let (head_end, status, length, close) = loop {
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut fields);
+            match response.parse(&buf) {
+                Ok(httparse::Status::Complete(head_end)) => {
+                    let status = response.code.ok_or("response without a status")?;
+                    let (mut length, mut close) = (None, false);
+                    for h in response.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+                        } else if h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            return Err("chunked responses are not supported by the load generator".into());
+                        }
+                    }
+                    break (head_end, status, length, close);
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(format!("bad response head: {e}")),
             }
             let stream = self.stream.as_mut().ok_or("no stream")?;
             let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
@@ -92,26 +109,6 @@ impl Conn {
             }
             buf.extend_from_slice(&chunk[..n]);
         };
-        let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "non-UTF-8 head")?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line: {:?}", head.lines().next()))?;
-        let mut length = None;
-        let mut close = false;
-        for line in head.split("\r\n").skip(1) {
-            if let Some((k, v)) = line.split_once(':') {
-                let k = k.trim();
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse::<usize>().ok();
-                } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err("chunked responses are not supported by the load generator".into());
-                }
-            }
-        }
         let length = length.ok_or("response without content-length")?;
         while buf.len() < head_end + length {
             let stream = self.stream.as_mut().ok_or("no stream")?;

@@ -11,8 +11,15 @@
 //! Losing the connection loses notifications, so the cache goes dark first
 //! ([`Answers::set_live`]`(false)`: nothing answered from memory, nothing
 //! kept) and comes back only after a new `LISTEN` is in place and the cache
-//! has been flushed. Reconnection backs off from 50 ms to 2 s. The time from
-//! a lost subscription to a live cache again is logged (`recovered_ms`).
+//! has been flushed. The first reconnection is immediate (a terminated
+//! backend is no reason to wait), later ones back off from 50 ms to 2 s. The
+//! time from a lost subscription to a live cache again is logged
+//! (`recovered_ms`).
+//!
+//! The listener has a thread of its own (and a single-threaded runtime on
+//! it): a notification is applied when it arrives, not after the requests
+//! queued ahead of it on the request runtime. How soon a revocation takes
+//! effect under load depends on exactly that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,25 +37,37 @@ pub const CHANNEL: &str = "api_auth_changes";
 const SUBSCRIBE: &str = "LISTEN api_auth_changes";
 const WAL_POSITION: &str = "SELECT (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8";
 
-/// Start the listener task for `answers`, on the primary at `url`.
-pub fn spawn(answers: Arc<Answers>, url: String, db_timeout: Duration) {
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        let mut dark_since = Some(Instant::now());
-        loop {
-            match subscribe_and_listen(&answers, &url, db_timeout, &mut dark_since).await {
-                Ok(()) => tracing::warn!("answer cache: change notifications ended; cache off until resubscribed"),
-                Err(e) => tracing::warn!(error = %e, "answer cache: no change notifications; cache off until resubscribed"),
-            }
-            answers.set_live(false);
-            if dark_since.is_none() {
-                dark_since = Some(Instant::now());
-                backoff = Duration::from_millis(50);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+/// Start the listener for `answers`, on the primary at `url`, on its own thread.
+pub fn spawn(answers: Arc<Answers>, url: String, db_timeout: Duration) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("answer cache listener runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("api-auth-listen".into())
+        .spawn(move || runtime.block_on(listen(answers, url, db_timeout)))
+        .map_err(|e| format!("answer cache listener thread: {e}"))?;
+    Ok(())
+}
+
+/// Subscribe, and subscribe again whenever the subscription is lost.
+async fn listen(answers: Arc<Answers>, url: String, db_timeout: Duration) {
+    let mut backoff = Duration::ZERO;
+    let mut dark_since = Some(Instant::now());
+    loop {
+        match subscribe_and_listen(&answers, &url, db_timeout, &mut dark_since).await {
+            Ok(()) => tracing::warn!("answer cache: change notifications ended; cache off until resubscribed"),
+            Err(e) => tracing::warn!(error = %e, "answer cache: no change notifications; cache off until resubscribed"),
         }
-    });
+        answers.set_live(false);
+        if dark_since.is_none() {
+            // It was live: try again at once.
+            dark_since = Some(Instant::now());
+            backoff = Duration::ZERO;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    }
 }
 
 async fn lsn(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {

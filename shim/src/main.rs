@@ -68,11 +68,14 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let reads = Arc::new(replicas::Reads::new(public.clone(), &config.database_url, &config.replica_database_urls, settings)?);
     reads.start_monitor();
-    let answers = (config.cache_size > 0).then(|| {
-        let answers = Arc::new(answers::Answers::new(config.cache_size, config.cache_max_age));
-        invalidation::spawn(answers.clone(), config.database_url.clone(), config.db_timeout);
-        answers
-    });
+    let answers = match config.cache_size {
+        0 => None,
+        size => {
+            let answers = Arc::new(answers::Answers::new(size, config.cache_max_age));
+            invalidation::spawn(answers.clone(), config.database_url.clone(), config.db_timeout)?;
+            Some(answers)
+        }
+    };
     let metrics = config.metrics.then(|| {
         let mut m = metrics::Metrics::new();
         if reads.has_replicas() {

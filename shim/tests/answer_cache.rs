@@ -115,6 +115,41 @@ fn tokens_leave_the_cache_at_their_exp() {
     assert_eq!(verify(&shim, &token), 401, "expired: gone from the cache too");
 }
 
+/// Answers from memory are logged like any other (a key masked, a token
+/// named, neither in clear), and a credential that is neither a key nor a
+/// token is refused without a question to the database (no miss counted).
+#[test]
+fn answers_from_memory_are_logged_like_any_other() {
+    let shim = Shim::start("cache_logs");
+    wait_live(&shim, true);
+    let (_env, key) = shim.create_env("prod", "PRODUCTION");
+    let r = shim.post("/api/v1/auth/jwt", Some(&key), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let hits = |kind: &str| counter(&shim, &format!("api_auth_shim_cache_hits_total{{credential=\"{kind}\"}}"));
+    let misses = |kind: &str| counter(&shim, &format!("api_auth_shim_cache_misses_total{{credential=\"{kind}\"}}"));
+    let (hk, ht) = (hits("key"), hits("token"));
+    for _ in 0..2 {
+        assert_eq!(verify(&shim, &key), 200);
+        assert_eq!(verify(&shim, &token), 200);
+    }
+    assert_eq!((hits("key") - hk, hits("token") - ht), (1.0, 1.0), "the second of each from memory");
+    let (mk, mt) = (misses("key"), misses("token"));
+    for junk in ["not-a-credential", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"] {
+        assert_eq!(verify(&shim, junk), 401);
+    }
+    assert_eq!((misses("key"), misses("token")), (mk, mt), "nothing asked of the database");
+
+    std::thread::sleep(Duration::from_millis(200));
+    let logs = shim.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("auth.verify")).collect();
+    let with = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(with(&api_auth_core::keys::mask(&key)), 2, "{lines:#?}");
+    assert_eq!(with("public-token"), 2, "{lines:#?}");
+    assert_eq!(with("unknown"), 3, "{lines:#?}");
+    assert!(!logs.contains(&key) && !logs.contains(&token), "a credential reached the logs");
+}
+
 /// The listening connection killed: no answer from memory until the shim has
 /// subscribed again, and a change made meanwhile is never missed.
 #[test]
