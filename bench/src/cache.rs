@@ -190,6 +190,17 @@ fn print_table(doc: &Value, conns: usize) {
             f(&t[format!("{kind}_vs_healthz")])
         );
     }
+    let e = &doc["equal_load"];
+    println!(
+        "  same three at equal offered load ({:.0} req/s, half the floor's; medians): p50 / p99  healthz {:.0} / {:.0} us, key {:.0} / {:.0} us, token {:.0} / {:.0} us  (target: verify's p99 <= floor's)",
+        f(&e["offered_rps"]),
+        f(&e["healthz_p50_us"]),
+        f(&e["healthz_p99_us"]),
+        f(&e["key_p50_us"]),
+        f(&e["key_p99_us"]),
+        f(&e["token_p50_us"]),
+        f(&e["token_p99_us"])
+    );
     let m = &doc["miss_path"];
     println!(
         "  miss path (every key new)             {:>9.0} req/s  vs --cache-size 0 {:>9.0} req/s   ratio {:.2}x  (target >= 1, within noise)",
@@ -233,6 +244,7 @@ fn measure(
         conns: s.conns,
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(secs),
+        rate: None,
     };
     let none = Arc::new(Vec::new());
     let verify = "/api/v1/auth/verify";
@@ -262,6 +274,34 @@ fn measure(
     let rps = |k: &str| rows[k].iter().map(|r| r.rps).collect::<Vec<_>>();
     let p99 = |k: &str| median(&rows[k].iter().map(|r| r.p99_us).collect::<Vec<_>>());
     let paired = |a: &str, b: &str| median(&rows[a].iter().zip(&rows[b]).map(|(x, y)| x.rps / y.rps).collect::<Vec<_>>());
+
+    // 1b. Latency at equal offered load: the three routes paced at the same
+    //     rate (half the floor's throughput), interleaved rounds. Closed-loop
+    //     p99s above mostly say how deep each route's queue was; these say
+    //     what a request costs when the load is the same.
+    let rate = (median(&rps("healthz")) / 2.0).round();
+    let mut paced: std::collections::BTreeMap<&str, Vec<load::LoadResult>> = Default::default();
+    for round in 0..s.runs {
+        let mut runs = vec![("healthz", "/healthz", &none), ("key", verify, hot), ("token", verify, tokens)];
+        if round % 2 == 1 {
+            runs.reverse();
+        }
+        for (name, path, creds) in runs {
+            let r = load::run(&load::LoadSpec { rate: Some(rate), ..spec(cached, path, creds, s.secs.div_ceil(2)) });
+            log(format!("  paced round {}/{} {name:<8} {rate:.0} req/s offered  p50 {:>5.0} us  p99 {:>6.0} us  errors {}", round + 1, s.runs, r.p50_us, r.p99_us, r.errors));
+            if r.errors > 0 || r.requests == 0 {
+                return Err(format!("paced {name}: {} errors of {} requests (first: {:?})", r.errors, r.requests, r.first_error));
+            }
+            paced.entry(name).or_default().push(r);
+        }
+    }
+    let paced_at = |k: &str, f: fn(&load::LoadResult) -> f64| median(&paced[k].iter().map(f).collect::<Vec<_>>());
+    let equal_load = json!({
+        "offered_rps": rate,
+        "healthz_p50_us": paced_at("healthz", |r| r.p50_us), "healthz_p99_us": paced_at("healthz", |r| r.p99_us),
+        "key_p50_us": paced_at("key", |r| r.p50_us), "key_p99_us": paced_at("key", |r| r.p99_us),
+        "token_p50_us": paced_at("token", |r| r.p50_us), "token_p99_us": paced_at("token", |r| r.p99_us),
+    });
 
     // 2. Revocation delay under load on the caching shim.
     let bg = {
@@ -350,6 +390,7 @@ fn measure(
             "key_rps": median(&rps("key")), "key_p99_us": p99("key"), "key_vs_healthz": paired("key", "healthz"),
             "token_rps": median(&rps("token")), "token_p99_us": p99("token"), "token_vs_healthz": paired("token", "healthz"),
         },
+        "equal_load": equal_load,
         "miss_path": {
             "cache_rps": median(&rps("miss_cache")), "uncached_rps": median(&rps("miss_uncached")),
             "cache_p99_us": p99("miss_cache"), "uncached_p99_us": p99("miss_uncached"),

@@ -1,9 +1,11 @@
-//! A small closed-loop HTTP/1.1 load generator for loopback servers.
+//! A small HTTP/1.1 load generator for loopback servers.
 //!
 //! `conns` threads, each with one keep-alive connection, send `GET path`
-//! back to back (the next request leaves when the previous answer is in) for
-//! `warmup + duration`; only requests that start after the warm-up are
-//! counted. Each request carries the next credential of the list (as
+//! back to back (closed loop: the next request leaves when the previous
+//! answer is in), or, with a `rate`, each on its own schedule (open loop:
+//! latency at a given offered load, counted from the scheduled time whenever
+//! the previous answer made the request late), for `warmup + duration`; only
+//! requests that start after the warm-up are counted. Each request carries the next credential of the list (as
 //! `Authorization: Bearer …`), so lookups spread over many environments.
 //! Every request is bounded in time: the run stops by itself.
 
@@ -21,6 +23,9 @@ pub struct LoadSpec {
     pub conns: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Requests per second over all connections (open loop); `None`: as fast
+    /// as answers come (closed loop).
+    pub rate: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -166,9 +171,22 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
                 };
                 let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
                 let (mut errors, mut first_error) = (0u64, None::<String>);
+                // Open loop: this connection's share of the rate, staggered.
+                let interval = spec.rate.map(|r| Duration::from_secs_f64(spec.conns as f64 / r.max(1.0)));
+                let mut scheduled = start + interval.map_or(Duration::ZERO, |i| i * t as u32 / spec.conns.max(1) as u32);
                 let mut i = 0usize;
                 loop {
-                    let t0 = Instant::now();
+                    let mut t0 = Instant::now();
+                    if let Some(interval) = interval {
+                        if scheduled > t0 {
+                            std::thread::sleep(scheduled - t0);
+                            t0 = Instant::now();
+                        } else {
+                            // Late because the previous answer was: the wait counts.
+                            t0 = scheduled;
+                        }
+                        scheduled += interval;
+                    }
                     if t0 >= end {
                         break;
                     }

@@ -272,6 +272,7 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
         conns,
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(secs),
+        rate: None,
     });
     println!("{}", r.to_json());
     Ok(())
@@ -697,6 +698,7 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
                 conns: m.http_conns,
                 warmup,
                 duration: Duration::from_secs(m.http_secs),
+                rate: None,
             });
             if let (Some(pid), Some(from)) = (pid, cpu_from) {
                 let from = from.join().unwrap_or(None);
