@@ -14,7 +14,12 @@
 //! has been flushed. The first reconnection is immediate (a terminated
 //! backend is no reason to wait), later ones back off from 50 ms to 2 s. The
 //! time from a lost subscription to a live cache again is logged
-//! (`recovered_ms`).
+//! (`recovered_ms`). A connection can also be lost without a word (a network
+//! partition, a frozen backend: no FIN, no RST, and TCP keepalives take
+//! minutes): after a second without notifications the listener asks the
+//! connection to answer, and one that does not within `--db-timeout` counts
+//! as lost. So a silent loss can leave answers stale for at most
+//! [`HEARTBEAT`] + `--db-timeout` (3 s by default).
 //!
 //! The listener has a thread of its own (and a single-threaded runtime on
 //! it): a notification is applied when it arrives, not after the requests
@@ -35,6 +40,9 @@ use crate::db;
 pub const CHANNEL: &str = "api_auth_changes";
 
 const SUBSCRIBE: &str = "LISTEN api_auth_changes";
+/// After this long without a notification the connection is asked to answer
+/// (within `--db-timeout`), so that a silently lost subscription is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 const WAL_POSITION: &str = "SELECT (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8";
 
 /// Start the listener for `answers`, on the primary at `url`, on its own thread.
@@ -131,7 +139,28 @@ async fn subscribe_and_listen(
         tracing::info!(recovered_ms = since.elapsed().as_millis() as u64, "answer cache: subscribed to change notifications");
     }
 
-    while let Some(environment) = notes.recv().await {
+    let lost = loop {
+        let environment = match tokio::time::timeout(HEARTBEAT, notes.recv()).await {
+            Ok(Some(environment)) => environment,
+            // The connection ended: its driver says why.
+            Ok(None) => {
+                return match driver.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            // Quiet: make sure the connection still answers. One lost without
+            // a word (a partition, a frozen backend) would otherwise keep the
+            // cache live while notifications go nowhere.
+            // (The position query, its answer unused: refills wait only for
+            // the positions of notifications.)
+            Err(_) => match tokio::time::timeout(db_timeout, lsn(&client)).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => break e.to_string(),
+                Err(_) => break format!("the listening connection did not answer within {db_timeout:?}"),
+            },
+        };
         answers.invalidate(&environment);
         // Drain what else arrived meanwhile before paying for the position read.
         while let Ok(more) = notes.try_recv() {
@@ -139,13 +168,10 @@ async fn subscribe_and_listen(
         }
         match tokio::time::timeout(db_timeout, lsn(&client)).await {
             Ok(Ok(position)) => answers.set_min_lsn(position),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("reading the WAL position timed out".into()),
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break "reading the WAL position timed out".into(),
         }
-    }
-    match driver.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(e.to_string()),
-    }
+    };
+    driver.abort();
+    Err(lost)
 }

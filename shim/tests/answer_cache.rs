@@ -1,6 +1,7 @@
 //! The answer cache, over real HTTP against a real database: hits need no
 //! query, every change committed in SQL (not only through the shim) ends the
-//! cached answer, a lost subscription turns the cache off until it is back,
+//! cached answer, a lost subscription (killed, or frozen without a word)
+//! turns the cache off until it is back,
 //! tokens expire from the cache at their `exp`, and with a standby the cache is
 //! never refilled from a node that has not replayed the invalidating commit.
 
@@ -182,6 +183,59 @@ fn a_lost_subscription_turns_the_cache_off_until_it_is_back() {
         assert_eq!(verify(&shim, &key), 401);
     }
     assert!(shim.logs().contains("subscribed to change notifications"), "{}", shim.logs());
+}
+
+/// A listening backend stopped with SIGSTOP, for as long as the guard lives.
+struct Frozen(i32);
+
+impl Frozen {
+    fn stop(pid: i32) -> Frozen {
+        let ok = std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill -STOP {pid}");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
+/// The subscription lost without a word: the listening backend frozen (no
+/// FIN, no RST, nothing more to read, as in a network partition). A
+/// revocation committed then is never delivered to the shim; the heartbeat
+/// notices the silence within a second plus `--db-timeout`, the cache drops
+/// everything and subscribes again, and the key is refused.
+#[test]
+fn a_silently_lost_subscription_is_noticed() {
+    let dsn = api_auth_tests::fresh_database("cache_frozen");
+    let shim = Shim::start_with(&dsn, Opts { args: vec!["--db-timeout".into(), "0.5".into()], ..Opts::default() });
+    wait_live(&shim, true);
+    let mut db = connect(&dsn);
+    let (env, key) = shim.create_env("prod", "PRODUCTION");
+    wait_notifications(&shim, 1.0);
+    assert_eq!(verify(&shim, &key), 200);
+    assert_eq!(verify(&shim, &key), 200);
+    let pid: i32 = db
+        .query_one(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE '%pg_current_wal_lsn%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let frozen = Frozen::stop(pid);
+    let (_new, revoked) = api_auth_tests::rotate(&mut db, &env);
+    api_auth_tests::set_expiry(&mut db, &revoked, "now()");
+    let took = until_status(&shim, &key, 401, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(4), "the silence was noticed only after {took:?}");
+    drop(frozen);
+    wait_live(&shim, true);
+    for _ in 0..5 {
+        assert_eq!(verify(&shim, &key), 401);
+    }
+    assert!(shim.logs().contains("did not answer within"), "{}", shim.logs());
 }
 
 /// With a standby: an entry invalidated at commit is refilled from the
