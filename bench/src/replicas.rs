@@ -335,12 +335,14 @@ fn revocations(
             creds: keys.clone(),
             conns: s.conns,
             warmup: Duration::from_millis(500),
-            duration: Duration::from_secs(load_secs + 2),
+            duration: Duration::from_secs(load_secs + 4),
             rate: None,
         };
         thread::spawn(move || load::run(&spec))
     };
-    thread::sleep(Duration::from_millis(700));
+    // Trials start once the load is steady: with an answer cache in front,
+    // after its first pass over the keys has filled it.
+    thread::sleep(Duration::from_millis(2500));
     let mut client = load::Client::new(addr);
     let (mut delays, mut wrong) = (Vec::new(), 0u64);
     let deadline = Instant::now() + Duration::from_secs(load_secs);
