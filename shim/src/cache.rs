@@ -36,7 +36,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -88,7 +88,9 @@ struct Entry<V> {
     environments: Vec<String>,
     expires: Instant,
     segment: Segment,
-    hit: bool,
+    /// Asked for since it entered its queue (or since the last CLOCK pass);
+    /// set under the read lock, so that hits never wait for one another.
+    hit: AtomicBool,
 }
 
 struct Inner<V> {
@@ -101,8 +103,12 @@ struct Inner<V> {
 }
 
 /// A bounded answer cache for values of type `V` (see the module docs).
+///
+/// Hits take the lock shared: a thread descheduled in the middle of one (two
+/// busy cores are easily oversubscribed) holds up no other hit. Fills,
+/// evictions and invalidations take it exclusively.
 pub struct Cache<V> {
-    inner: Mutex<Inner<V>>,
+    inner: RwLock<Inner<V>>,
     capacity: usize,
     max_age: Duration,
     /// Bumped by every invalidation and subscription change.
@@ -124,7 +130,7 @@ impl<V: Clone> Cache<V> {
     /// It answers nothing until [`Cache::set_live`] says a subscription is in place.
     pub fn new(capacity: usize, max_age: Duration) -> Self {
         Cache {
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 entries: HashMap::new(),
                 by_environment: HashMap::new(),
                 probation: VecDeque::new(),
@@ -159,9 +165,17 @@ impl<V: Clone> Cache<V> {
         self.live.store(live, Ordering::Release);
     }
 
+    fn read(&self) -> RwLockReadGuard<'_, Inner<V>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner<V>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Entries held now.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
+        self.read().entries.len()
     }
 
     /// Take before asking the database for an answer to cache (what the
@@ -177,24 +191,29 @@ impl<V: Clone> Cache<V> {
             return None;
         }
         let now = Instant::now();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let found = match inner.entries.get_mut(key) {
+        let inner = self.read();
+        match inner.entries.get(key) {
             Some(e) if e.expires > now => {
-                e.hit = true;
-                Some(e.value.clone())
+                if !e.hit.load(Ordering::Relaxed) {
+                    e.hit.store(true, Ordering::Relaxed);
+                }
+                let value = e.value.clone();
+                drop(inner);
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Some(value)
             }
             Some(_) => {
-                inner.remove(key);
-                self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                drop(inner);
+                // Expired: dropped under the exclusive lock (if still there and still expired).
+                let mut inner = self.write();
+                if inner.entries.get(key).is_some_and(|e| e.expires <= now) {
+                    inner.remove(key);
+                    self.counters.expirations.fetch_add(1, Ordering::Relaxed);
+                }
                 None
             }
             None => None,
-        };
-        drop(inner);
-        if found.is_some() {
-            self.counters.hits.fetch_add(1, Ordering::Relaxed);
         }
-        found
     }
 
     /// Keep an answer asked with `ticket`: `value` `None` for a refusal,
@@ -210,7 +229,7 @@ impl<V: Clone> Cache<V> {
             return false;
         }
         let segment = if value.is_some() { Segment::Probation } else { Segment::Negative };
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
         // Checked under the lock that invalidations take: no invalidation can
         // slip between this check and the insert.
         if self.generation.load(Ordering::Acquire) != ticket.0 {
@@ -221,7 +240,8 @@ impl<V: Clone> Cache<V> {
         for env in &environments {
             inner.by_environment.entry(env.clone()).or_default().insert(key);
         }
-        inner.entries.insert(key, Entry { value, environments, expires: Instant::now() + ttl, segment, hit: false });
+        let hit = AtomicBool::new(false);
+        inner.entries.insert(key, Entry { value, environments, expires: Instant::now() + ttl, segment, hit });
         inner.queue(segment).push_back(key);
         inner.counts[segment_index(segment)] += 1;
         let evicted = self.make_room(&mut inner, segment);
@@ -241,18 +261,16 @@ impl<V: Clone> Cache<V> {
             if e.segment != segment {
                 continue; // a stale queue slot: the entry moved or was replaced
             }
-            match (segment, e.hit) {
+            match (segment, std::mem::take(e.hit.get_mut())) {
                 (Segment::Probation, true) => {
                     // Hit while on probation: promoted.
                     e.segment = Segment::Main;
-                    e.hit = false;
                     inner.counts[segment_index(Segment::Probation)] -= 1;
                     inner.counts[segment_index(Segment::Main)] += 1;
                     inner.main.push_back(victim);
                     evicted += self.make_room(inner, Segment::Main);
                 }
                 (Segment::Main, true) => {
-                    e.hit = false;
                     inner.main.push_back(victim);
                 }
                 _ => {
@@ -267,7 +285,7 @@ impl<V: Clone> Cache<V> {
     /// Forget everything about `environment` (and every refusal): a change to
     /// it committed.
     pub fn invalidate(&self, environment: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut dropped = 0;
         if let Some(keys) = inner.by_environment.remove(environment) {
@@ -288,7 +306,7 @@ impl<V: Clone> Cache<V> {
 
     /// Forget everything.
     pub fn flush(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let dropped = inner.entries.len() as u64;
         inner.entries.clear();
@@ -434,6 +452,36 @@ mod tests {
         }
         assert!(c.len() <= 1 + 100);
         assert_eq!(c.get(&k(1)), Some(Some(1)));
+    }
+
+    #[test]
+    fn concurrent_hits_never_see_an_entry_after_its_invalidation() {
+        let c = std::sync::Arc::new(live(1000));
+        for i in 0..100 {
+            c.insert(c.ticket(), k(i), Some(i), vec![format!("e{i}")], None);
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, stop) = (c.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut hits = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        hits += (0..100).filter(|i| c.get(&k(*i)).is_some()).count() as u64;
+                    }
+                    hits
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..100 {
+            c.invalidate(&format!("e{i}"));
+            assert_eq!(c.get(&k(i)), None, "entry {i} answered after its invalidation");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let hits: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(hits > 0, "the readers ran");
+        assert_eq!(c.len(), 0);
     }
 
     #[test]
