@@ -625,17 +625,22 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let tokens: Vec<String> = cx.pg.sql("SELECT token FROM bench.token ORDER BY md5(n::text)")?.lines().map(str::to_string).collect();
     let (keys, tokens) = (Arc::new(keys), Arc::new(tokens));
 
+    // These figures are the database path (the floor route, the Node
+    // reference and metrics on/off compare like with like): the answer cache
+    // is off here and has its own section (`cache.rs`).
     let mut shim_cmd = Command::new(&shim_bin);
     shim_cmd
-        .args(["--database-url", &url, "--listen", &shim_addr.to_string(), "--bench-routes"])
+        .args(["--database-url", &url, "--listen", &shim_addr.to_string(), "--bench-routes", "--cache-size", "0"])
         .args(["--pool-size", &m.pool_size.to_string(), "--log-level", "warn"])
-        .env_remove("DATABASE_URL");
+        .env_remove("DATABASE_URL")
+        .env_remove("API_AUTH_CACHE_SIZE");
     let shim = start_server("shim", shim_cmd, shim_addr, &cx.work.join("shim.log"), "/healthz")?;
     let mut bare_cmd = Command::new(&shim_bin);
     bare_cmd
-        .args(["--database-url", &url, "--listen", &bare_addr.to_string(), "--no-metrics"])
+        .args(["--database-url", &url, "--listen", &bare_addr.to_string(), "--no-metrics", "--cache-size", "0"])
         .args(["--pool-size", &m.pool_size.to_string(), "--log-level", "warn"])
-        .env_remove("DATABASE_URL");
+        .env_remove("DATABASE_URL")
+        .env_remove("API_AUTH_CACHE_SIZE");
     let bare = match start_server("shim --no-metrics", bare_cmd, bare_addr, &cx.work.join("shim-no-metrics.log"), "/healthz") {
         Ok(b) => b,
         Err(e) => {
