@@ -5,8 +5,9 @@
 //! answer is in), or, with a `rate`, each on its own schedule (open loop:
 //! latency at a given offered load, counted from the scheduled time whenever
 //! the previous answer made the request late), for `warmup + duration`; only
-//! requests that start after the warm-up are counted. Each request carries the next credential of the list (as
-//! `Authorization: Bearer …`), so lookups spread over many environments.
+//! requests that start after the warm-up are counted. Each request carries
+//! the next credential of the list (as `Authorization: Bearer …`), so lookups
+//! spread over many environments.
 //! Every request is bounded in time: the run stops by itself.
 
 use std::io::{Read, Write};
