@@ -103,7 +103,6 @@ pub fn branch(headers: &HeaderMap) -> Result<Option<String>, ()> {
 }
 
 /// An environment authenticated by a secret key.
-#[derive(Default)]
 pub struct KeyAuth {
     pub environment_id: String,
     pub environment_type: String,
