@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 # The SQL suites (the api_auth_tests package) against a private cluster of
-# PostgreSQL $1 with the extension installed; port $2. Adds to $status.
+# PostgreSQL $1 with the extension installed; port $2. A failure is noted with `failed`.
 sql_suites() {
   local major=$1 port=$2 prefix home log counts
   prefix=$(bash scripts/pg.sh "$major")
@@ -36,7 +36,7 @@ sql_suites() {
     cargo test -p api_auth_tests --no-fail-fast 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   set -e
-  [ "$rc" = 0 ] || status=1
+  [ "$rc" = 0 ] || failed "PostgreSQL $major SQL suites" "$log"
   counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" |
     awk '{p+=$4; f+=$6} END {print p+0, f+0}')
   echo "PostgreSQL $major SQL suites: ${counts% *} passed, ${counts#* } failed"
@@ -44,10 +44,31 @@ sql_suites() {
   rm -rf "$home"
 }
 
+# What failed, said again at the very end: a CI log may show only its tail.
 status=0
+failures=()
+# failed STEP [CARGO_TEST_LOG]: STEP failed (with the names of the tests that
+# failed, from the log).
+failed() {
+  status=1
+  local tests=""
+  if [ -n "${2:-}" ] && [ -f "$2" ]; then
+    tests=$(grep -E '^test .* FAILED$' "$2" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' | sort -u | paste -sd ' ' -)
+  fi
+  failures+=("$1${tests:+: $tests}")
+}
+summary() {
+  if [ "$status" = 0 ]; then
+    echo "== all passed"
+  else
+    echo "== FAILED:"
+    printf '   %s\n' "${failures[@]}"
+  fi
+}
 if [ -n "${API_AUTH_PG:-}" ]; then
   port=${API_AUTH_TEST_PGPORT:-$((25420 + API_AUTH_PG))}
   sql_suites "$API_AUTH_PG" "$port"
+  summary
   exit "$status"
 fi
 
@@ -71,7 +92,7 @@ export API_AUTH_TEST_DSN="host=$API_AUTH_HOME/run port=$API_AUTH_PGPORT user=pos
 echo "== cargo test (core, SQL suites, shim)"
 set +e
 cargo test --workspace --exclude api_auth --no-fail-fast 2>&1 | tee "$API_AUTH_HOME/cargo-test.log"
-status=${PIPESTATUS[0]}
+[ "${PIPESTATUS[0]}" = 0 ] || failed "cargo test" "$API_AUTH_HOME/cargo-test.log"
 set -e
 counts=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$API_AUTH_HOME/cargo-test.log" |
   awk '{p+=$4; f+=$6} END {print p+0, f+0}')
@@ -81,14 +102,14 @@ echo "tests: ${counts% *} passed, ${counts#* } failed"
 # with a streaming standby serving the authentication reads (API_AUTH_REPLICAS=1).
 echo "== start.sh least privilege and replica topology"
 API_AUTH_CHECK_PGPORT=$((API_AUTH_PGPORT + 53)) API_AUTH_CHECK_LISTEN_PORT=$((API_AUTH_PGPORT + 58)) \
-  bash scripts/check-start.sh || status=1
+  bash scripts/check-start.sh || failed "start.sh check (scripts/check-start.sh)"
 
 # Fuzz smoke of the token and scope code (no PostgreSQL involved):
 # API_AUTH_FUZZ_SECONDS per target, 0 to skip.
 fuzz_seconds=${API_AUTH_FUZZ_SECONDS:-45}
 if [ "$fuzz_seconds" != 0 ]; then
   echo "== fuzz smoke: ${fuzz_seconds}s per target"
-  bash scripts/fuzz.sh "$fuzz_seconds" || status=1
+  bash scripts/fuzz.sh "$fuzz_seconds" || failed "fuzz smoke"
 fi
 # The benchmark command in smoke mode (tiny data; checks it runs, asserts no speed):
 # API_AUTH_BENCH_SMOKE=0 skips it.
@@ -97,7 +118,7 @@ if [ "${API_AUTH_BENCH_SMOKE:-1}" != 0 ]; then
   API_AUTH_BENCH_HOME="$API_AUTH_HOME/bench" API_AUTH_BENCH_PGPORT=$((API_AUTH_PGPORT + 50)) \
   API_AUTH_BENCH_SHIM_PORT=$((API_AUTH_PGPORT + 51)) API_AUTH_BENCH_NODE_PORT=$((API_AUTH_PGPORT + 52)) \
   API_AUTH_BENCH_SHIM_BARE_PORT=$((API_AUTH_PGPORT + 55)) API_AUTH_BENCH_CACHE_SHIM_PORT=$((API_AUTH_PGPORT + 61)) \
-    bash scripts/bench.sh --smoke || status=1
+    bash scripts/bench.sh --smoke || failed "bench smoke"
 fi
 
 # The other PostgreSQL versions: the SQL suites on the newest, pg_upgrade from
@@ -111,13 +132,14 @@ if [ "${API_AUTH_OTHER_PG:-1}" != 0 ]; then
   # database (api_auth or not).
   echo "== pg_upgrade 15 -> $API_AUTH_PG_NEWEST"
   API_AUTH_PG_WHEEL=1 API_AUTH_UPGRADE_PORT=$((API_AUTH_PGPORT + 70)) \
-    bash scripts/pg-upgrade-test.sh 15 "$API_AUTH_PG_NEWEST" || status=1
+    bash scripts/pg-upgrade-test.sh 15 "$API_AUTH_PG_NEWEST" || failed "pg_upgrade 15 -> $API_AUTH_PG_NEWEST"
   # It installs into Debian's 15 with dpkg: API_AUTH_PACKAGE_TEST=0 skips it.
   if [ "${API_AUTH_PACKAGE_TEST:-1}" != 0 ]; then
     echo "== Debian package of PostgreSQL 15 (dpkg -i, CREATE EXTENSION, README session, dpkg -r)"
-    bash scripts/package-test.sh 15 || status=1
+    bash scripts/package-test.sh 15 || failed "Debian package test"
     # Put back the development build the suites above ran against (package-test.sh removed it).
     bash scripts/install-ext.sh 15
   fi
 fi
+summary
 exit "$status"

@@ -42,6 +42,16 @@ fn wait_notifications(shim: &Shim, n: f64) {
     }
 }
 
+/// A new environment whose creation the shim has heard of: its notification
+/// cannot land between a later fill's question and answer (which would keep
+/// the answer out of the cache and turn an expected hit into a miss).
+fn create_env_heard(shim: &Shim) -> (String, String) {
+    let before = counter(shim, "api_auth_shim_cache_notifications_total");
+    let created = shim.create_env("prod", "PRODUCTION");
+    wait_notifications(shim, before + 1.0);
+    created
+}
+
 /// The backends of the shim's listening connections: the only ones whose last
 /// query reads the WAL position (after a notification, and as the heartbeat).
 fn listener_pids(db: &mut Client) -> Vec<i32> {
@@ -70,9 +80,7 @@ fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
     let shim = Shim::start_with(&dsn, Opts::default());
     wait_live(&shim, true);
     let mut db = connect(&dsn);
-    let (env, key) = shim.create_env("prod", "PRODUCTION");
-    // The creation's own notification, so that it cannot land in the middle.
-    wait_notifications(&shim, 1.0);
+    let (env, key) = create_env_heard(&shim);
 
     let hits = "api_auth_shim_cache_hits_total{credential=\"key\"}";
     let misses = "api_auth_shim_cache_misses_total{credential=\"key\"}";
@@ -117,7 +125,7 @@ fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
 fn tokens_leave_the_cache_at_their_exp() {
     let shim = Shim::start("cache_token_exp");
     wait_live(&shim, true);
-    let (_env, key) = shim.create_env("prod", "PRODUCTION");
+    let (_env, key) = create_env_heard(&shim);
     let r = shim.post("/api/v1/auth/jwt", Some(&key), &json!({ "expirationTime": api_auth_tests::now() + 2 }));
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["token"].as_str().unwrap().to_string();
@@ -137,7 +145,7 @@ fn tokens_leave_the_cache_at_their_exp() {
 fn answers_from_memory_are_logged_like_any_other() {
     let shim = Shim::start("cache_logs");
     wait_live(&shim, true);
-    let (_env, key) = shim.create_env("prod", "PRODUCTION");
+    let (_env, key) = create_env_heard(&shim);
     let r = shim.post("/api/v1/auth/jwt", Some(&key), &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let token = r.json()["token"].as_str().unwrap().to_string();
@@ -221,8 +229,7 @@ fn a_silently_lost_subscription_is_noticed() {
     let shim = Shim::start_with(&dsn, Opts { args: vec!["--db-timeout".into(), "0.5".into()], ..Opts::default() });
     wait_live(&shim, true);
     let mut db = connect(&dsn);
-    let (env, key) = shim.create_env("prod", "PRODUCTION");
-    wait_notifications(&shim, 1.0);
+    let (env, key) = create_env_heard(&shim);
     assert_eq!(verify(&shim, &key), 200);
     assert_eq!(verify(&shim, &key), 200);
     let [pid] = listener_pids(&mut db)[..] else { panic!("one listening connection") };
@@ -259,7 +266,7 @@ fn refills_never_come_from_a_standby_behind_the_invalidation() {
     );
     wait_live(&shim, true);
     let mut db = cluster.connect();
-    let (env, key) = shim.create_env("prod", "PRODUCTION");
+    let (env, key) = create_env_heard(&shim);
     standby.wait_caught_up(Duration::from_secs(10));
     // The shim has measured the standby fresh and reads from it.
     let start = Instant::now();
