@@ -27,12 +27,17 @@
 //! - **No secret in memory.** Entries are keyed by SHA-256 of the credential
 //!   (and branch); the credential itself is never stored.
 //! - **Bounded, and flood-proof.** At most `capacity` entries. New entries
-//!   enter a small probation queue (a tenth of the capacity); only an entry hit
+//!   enter a small probation queue (a tenth of the capacity); an entry hit
 //!   again while on probation is promoted to the main queue, where a CLOCK pass
-//!   (a second chance for entries hit since the last pass) picks victims. A
-//!   flood of one-time credentials only churns probation and can never evict
-//!   the hot entries of the main queue (the S3-FIFO idea). Negative answers
-//!   live in their own bounded queue.
+//!   (a second chance for entries hit since the last pass) picks victims. An
+//!   entry that leaves probation unasked leaves its key (a hash, no answer) in
+//!   a ghost queue as long as the main one, and an answer whose key is found
+//!   there goes straight to the main queue: a working set asked in turn, each
+//!   credential coming back only after probation has moved on, is kept after
+//!   its second miss instead of churning probation forever. A flood of
+//!   one-time credentials only churns probation and the ghosts, and can never
+//!   evict the hot entries of the main queue (the S3-FIFO design). Negative
+//!   answers live in their own bounded queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,6 +105,10 @@ struct Inner<V> {
     main: VecDeque<Key>,
     negative: VecDeque<Key>,
     counts: [usize; 3],
+    /// Keys that left probation unasked, oldest first (at most the main
+    /// queue's length); `ghost_set` holds the same keys for lookups.
+    ghost: VecDeque<Key>,
+    ghost_set: HashSet<Key>,
 }
 
 /// A bounded answer cache for values of type `V` (see the module docs).
@@ -137,6 +146,8 @@ impl<V: Clone> Cache<V> {
                 main: VecDeque::new(),
                 negative: VecDeque::new(),
                 counts: [0; 3],
+                ghost: VecDeque::new(),
+                ghost_set: HashSet::new(),
             }),
             capacity: capacity.max(10),
             max_age,
@@ -228,7 +239,6 @@ impl<V: Clone> Cache<V> {
         if ttl.is_zero() {
             return false;
         }
-        let segment = if value.is_some() { Segment::Probation } else { Segment::Negative };
         let mut inner = self.write();
         // Checked under the lock that invalidations take: no invalidation can
         // slip between this check and the insert.
@@ -236,6 +246,13 @@ impl<V: Clone> Cache<V> {
             self.counters.stale_fills.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        // Asked again after leaving probation unasked: part of a working set
+        // larger than probation, so it goes straight to the main queue.
+        let segment = match value {
+            None => Segment::Negative,
+            Some(_) if inner.ghost_set.remove(&key) => Segment::Main,
+            Some(_) => Segment::Probation,
+        };
         inner.remove(&key);
         for env in &environments {
             inner.by_environment.entry(env.clone()).or_default().insert(key);
@@ -272,6 +289,12 @@ impl<V: Clone> Cache<V> {
                 }
                 (Segment::Main, true) => {
                     inner.main.push_back(victim);
+                }
+                (Segment::Probation, false) => {
+                    inner.remove(&victim);
+                    evicted += 1;
+                    let ghosts = self.limit(Segment::Main);
+                    inner.add_ghost(victim, ghosts);
                 }
                 _ => {
                     inner.remove(&victim);
@@ -315,6 +338,8 @@ impl<V: Clone> Cache<V> {
         inner.main.clear();
         inner.negative.clear();
         inner.counts = [0; 3];
+        inner.ghost.clear();
+        inner.ghost_set.clear();
         drop(inner);
         self.counters.invalidated.fetch_add(dropped, Ordering::Relaxed);
     }
@@ -326,6 +351,18 @@ impl<V> Inner<V> {
             Segment::Probation => &mut self.probation,
             Segment::Main => &mut self.main,
             Segment::Negative => &mut self.negative,
+        }
+    }
+
+    /// Remember `key` as a ghost (at most `limit` of them, the oldest forgotten first).
+    fn add_ghost(&mut self, key: Key, limit: usize) {
+        if self.ghost_set.insert(key) {
+            self.ghost.push_back(key);
+        }
+        while self.ghost.len() > limit {
+            if let Some(old) = self.ghost.pop_front() {
+                self.ghost_set.remove(&old);
+            }
         }
     }
 
@@ -440,6 +477,30 @@ mod tests {
         assert!(c.len() <= 1000, "bounded: {}", c.len());
         let flood_kept = (0..100_000u64).filter(|i| c.get(&k(1_000_000 + i)).is_some()).count();
         assert!(flood_kept <= 100, "the flood holds only probation: {flood_kept}");
+    }
+
+    /// A working set larger than probation but within the capacity, asked in
+    /// turn (10 000 keys behind a gateway, say): each key comes back only
+    /// after probation has moved on, so it is never hit there. The second time
+    /// it is missed it must still find a place in the main queue.
+    #[test]
+    fn a_working_set_larger_than_probation_is_kept() {
+        let c = live(1000);
+        let ask = |i: u64| {
+            if c.get(&k(i)).is_some() {
+                return true;
+            }
+            c.insert(c.ticket(), k(i), Some(i), vec![format!("e{i}")], None);
+            false
+        };
+        for _ in 0..2 {
+            for i in 0..500 {
+                ask(i);
+            }
+        }
+        let hits = (0..500).filter(|i| ask(*i)).count();
+        assert_eq!(hits, 500, "the third pass is answered from memory");
+        assert!(c.len() <= 1000);
     }
 
     #[test]
