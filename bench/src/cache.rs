@@ -45,13 +45,6 @@ fn connect(dsn: &str) -> Result<postgres::Client, String> {
     postgres::Client::connect(dsn, postgres::NoTls).map_err(|e| format!("connect {dsn}: {e}"))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 /// One series of the shim's `/metrics`.
 fn metric(addr: SocketAddr, series: &str) -> Result<f64, String> {
     let text = load::get_text(addr, "/metrics")?;
@@ -435,12 +428,7 @@ fn revocations(
         }
     }
     let bg = bg.join().map_err(|_| "load thread panicked")?;
-    let mut sorted = delays.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(json!({
-        "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),
-        "max": sorted.last().copied().unwrap_or(f64::NAN), "wrong_answers": wrong, "all": delays,
-        "background_rps": bg.rps, "background_errors": bg.errors,
-        "background_offered_rps": offered,
-    }))
+    let mut summary = load::revocation_summary(delays, wrong, &bg);
+    summary["background_offered_rps"] = json!(offered);
+    Ok(summary)
 }

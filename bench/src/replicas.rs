@@ -75,13 +75,6 @@ fn wait_caught_up(primary: &mut postgres::Client, standby: &mut postgres::Client
     Err(format!("the standby did not replay up to {lsn} within 60 s"))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 pub fn run(smoke: bool) -> Result<(), String> {
     let s = if smoke {
         Setup { runs: 2, secs: 2, conns: 8, pool_size: 8, envs: 500, trials: 20 }
@@ -371,11 +364,5 @@ fn revocations(
     }
     let bg = bg.join().map_err(|_| "load thread panicked")?;
     log(format!("  background load during the trials: {:.0} req/s, {} errors", bg.rps, bg.errors));
-    let mut sorted = delays.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(json!({
-        "trials": delays.len(), "p50": percentile(&sorted, 0.5), "p99": percentile(&sorted, 0.99),
-        "max": sorted.last().copied().unwrap_or(f64::NAN), "wrong_answers": wrong, "all": delays,
-        "background_rps": bg.rps, "background_errors": bg.errors,
-    }))
+    Ok(load::revocation_summary(delays, wrong, &bg))
 }
