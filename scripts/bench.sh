@@ -179,7 +179,7 @@ fi
 # The answer-cache section (issue 14): caching shim vs /healthz and vs the
 # uncached shim, revocation delay, a killed listener.
 if [ "${API_AUTH_BENCH_CACHE:-1}" != 0 ] && [ "$HTTP_ONLY" = 0 ] && [ "$REPLICAS_ONLY" = 0 ]; then
-  [ "$CACHE_ONLY" = 1 ] && API_AUTH_BENCH_OUT=$REPO/bench/results/cache && mkdir -p "$API_AUTH_BENCH_OUT"
+  [ "$CACHE_ONLY" = 1 ] && [ "$MODE" != smoke ] && API_AUTH_BENCH_OUT=$REPO/bench/results/cache && mkdir -p "$API_AUTH_BENCH_OUT"
   export API_AUTH_BENCH_CACHE_SHIM_PORT=${API_AUTH_BENCH_CACHE_SHIM_PORT:-$((PORT + 8))}
   "$TARGET_DIR/release/api_auth_bench" cache "${SMOKE[@]}" | tee -a "$WORK/table.txt"
 fi
