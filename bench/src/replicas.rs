@@ -101,7 +101,7 @@ pub fn run(smoke: bool) -> Result<(), String> {
     let mut standby = connect(&format!("host=127.0.0.1 port={sb_port} user=postgres dbname={db}"))?;
     primary.batch_execute("SET synchronous_commit = on").map_err(|e| e.to_string())?;
 
-    log(format!("replicas: {} environments and {} rotated ones for the revocation trials", s.envs, 2 * s.trials));
+    log(format!("replicas: {} environments and {} rotated ones for the revocation trials", s.envs, 3 * s.trials));
     let keys: Vec<String> = primary
         .query(
             "SELECT e.api_key FROM generate_series(1, $1::int8) g, \
@@ -114,8 +114,9 @@ pub fn run(smoke: bool) -> Result<(), String> {
         .collect();
     // (old key, revoked key id): each old key in its grace window until its trial.
     let mut revocable: Vec<(String, String)> = Vec::new();
-    // Trials for each of the two revocation figures (routing alone, cache in front).
-    for i in 0..2 * s.trials {
+    // Trials for each of the three revocation figures (routing alone, cache in
+    // front, cache in front under a paced load).
+    for i in 0..3 * s.trials {
         let row = primary
             .query_one(
                 "SELECT e.api_key, r.revoked_api_key_id FROM api_auth.create_environment($1, 'PRODUCTION', 'proj_repl', 'org_repl') e, \
@@ -206,6 +207,16 @@ pub fn run(smoke: bool) -> Result<(), String> {
         dc["trials"],
         dc["wrong_answers"]
     );
+    let dp = &doc["revocation_delay_cached_paced_ms"];
+    println!(
+        "  same, load paced at {:.0} req/s (half)  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials, wrong answers after it: {}",
+        dp["background_offered_rps"].as_f64().unwrap_or(0.0),
+        dp["p50"].as_f64().unwrap_or(0.0),
+        dp["p99"].as_f64().unwrap_or(0.0),
+        dp["max"].as_f64().unwrap_or(0.0),
+        dp["trials"],
+        dp["wrong_answers"]
+    );
     Ok(())
 }
 
@@ -287,9 +298,15 @@ fn measure(
 
     // 3. Revocation delay under load: through the routing alone, and through
     //    the answer cache in front of it (issue 14), `trials` each.
-    let (uncached_trials, cached_trials) = revocable.split_at(revocable.len() / 2);
-    let uncached = revocations(s, r_addr, keys, uncached_trials, primary)?;
-    let cached = revocations(s, rc_addr, keys, cached_trials, primary)?;
+    //    The cached figure again under a load paced at half the throughput
+    //    the caching shim reached meanwhile (busy, not saturated).
+    let third = revocable.len() / 3;
+    let (uncached_trials, rest) = revocable.split_at(third);
+    let (cached_trials, paced_trials) = rest.split_at(third);
+    let uncached = revocations(s, r_addr, keys, uncached_trials, primary, None)?;
+    let cached = revocations(s, rc_addr, keys, cached_trials, primary, None)?;
+    let half = (cached["background_rps"].as_f64().unwrap_or(0.0) / 2.0).round().max(1.0);
+    let paced = revocations(s, rc_addr, keys, paced_trials, primary, Some(half))?;
     let max_lag_ms = after["maxLagMs"].clone();
     Ok(json!({
         "connections": s.conns,
@@ -307,18 +324,21 @@ fn measure(
         },
         "revocation_delay_ms": uncached,
         "revocation_delay_cached_ms": cached,
+        "revocation_delay_cached_paced_ms": paced,
     }))
 }
 
 /// Revoke each key of `trials` under load through the shim at `addr`: from
 /// the acknowledged commit of `set_revoked_expiry(id, now())` to its first 401
-/// (and any 200 after it counted as a wrong answer).
+/// (and any 200 after it counted as a wrong answer). The load is closed-loop
+/// (as fast as the shim answers) or paced at `rate` requests a second.
 fn revocations(
     s: &Setup,
     addr: SocketAddr,
     keys: &Arc<Vec<String>>,
     trials: &[(String, String)],
     primary: &mut postgres::Client,
+    rate: Option<f64>,
 ) -> Result<Value, String> {
     let load_secs = (trials.len() as u64 / 5).max(4);
     let bg = {
@@ -329,7 +349,7 @@ fn revocations(
             conns: s.conns,
             warmup: Duration::from_millis(500),
             duration: Duration::from_secs(load_secs + 4),
-            rate: None,
+            rate,
         };
         thread::spawn(move || load::run(&spec))
     };
@@ -364,5 +384,7 @@ fn revocations(
     }
     let bg = bg.join().map_err(|_| "load thread panicked")?;
     log(format!("  background load during the trials: {:.0} req/s, {} errors", bg.rps, bg.errors));
-    Ok(load::revocation_summary(delays, wrong, &bg))
+    let mut summary = load::revocation_summary(delays, wrong, &bg);
+    summary["background_offered_rps"] = json!(rate);
+    Ok(summary)
 }
