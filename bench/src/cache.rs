@@ -428,7 +428,5 @@ fn revocations(
         }
     }
     let bg = bg.join().map_err(|_| "load thread panicked")?;
-    let mut summary = load::revocation_summary(delays, wrong, &bg);
-    summary["background_offered_rps"] = json!(offered);
-    Ok(summary)
+    Ok(load::revocation_summary(delays, wrong, &bg, offered))
 }

@@ -273,8 +273,8 @@ pub fn until_refused(client: &mut Client, path: &str, credential: &str, limit: D
 
 /// Revocation trials summed up: p50, p99 and max of `delays_ms`, the wrong
 /// answers counted after each first 401, every delay, and the background load
-/// they ran under.
-pub fn revocation_summary(delays_ms: Vec<f64>, wrong: u64, background: &LoadResult) -> serde_json::Value {
+/// they ran under (`offered`: its pace, `None` for closed loop).
+pub fn revocation_summary(delays_ms: Vec<f64>, wrong: u64, background: &LoadResult, offered: Option<f64>) -> serde_json::Value {
     let mut sorted = delays_ms.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| sorted.get((((sorted.len().max(1) - 1) as f64) * p).round() as usize).copied().unwrap_or(f64::NAN);
@@ -282,6 +282,7 @@ pub fn revocation_summary(delays_ms: Vec<f64>, wrong: u64, background: &LoadResu
         "trials": sorted.len(), "p50": at(0.5), "p99": at(0.99), "max": at(1.0),
         "wrong_answers": wrong, "all": delays_ms,
         "background_rps": background.rps, "background_errors": background.errors,
+        "background_offered_rps": offered,
     })
 }
 

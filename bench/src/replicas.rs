@@ -384,7 +384,5 @@ fn revocations(
     }
     let bg = bg.join().map_err(|_| "load thread panicked")?;
     log(format!("  background load during the trials: {:.0} req/s, {} errors", bg.rps, bg.errors));
-    let mut summary = load::revocation_summary(delays, wrong, &bg);
-    summary["background_offered_rps"] = json!(rate);
-    Ok(summary)
+    Ok(load::revocation_summary(delays, wrong, &bg, rate))
 }
