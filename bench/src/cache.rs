@@ -177,7 +177,10 @@ fn print_table(doc: &Value, conns: usize) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let t = &doc["throughput"];
     println!();
-    println!("Answer cache (issue 14; same run, {conns} connections; ratios are medians of per-round ratios)");
+    println!(
+        "Answer cache (issue 14; same run, {conns} connections, {}; ratios are medians of per-round ratios)",
+        crate::scheduler_label(&doc["machine"])
+    );
     println!("  GET /healthz (floor, no database)     {:>9.0} req/s  p99 {:>6.0} us", f(&t["healthz_rps"]), f(&t["healthz_p99_us"]));
     for (name, kind) in [("verify, secret key, cached", "key"), ("verify, public token, cached", "token")] {
         println!(
@@ -368,6 +371,7 @@ fn measure(
     let bg2 = bg2.join().map_err(|_| "load thread panicked")?;
 
     Ok(json!({
+        "machine": crate::machine(),
         "connections": s.conns,
         "throughput": {
             "healthz_rps": median(&rps("healthz")), "healthz_p99_us": p99("healthz"),

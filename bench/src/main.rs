@@ -749,7 +749,17 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     }))
 }
 
-fn machine() -> Value {
+/// How the scheduler treated the processes (for table headings): see `machine`.
+pub fn scheduler_label(machine: &Value) -> &'static str {
+    match machine["sched_autogroup"].as_bool() {
+        Some(true) => "scheduler autogroups on",
+        Some(false) => "scheduler autogroups off",
+        None => "no scheduler autogroups",
+    }
+}
+
+/// What the figures were measured on (also in the cache and replica results).
+pub fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
@@ -760,5 +770,11 @@ fn machine() -> Value {
         .unwrap_or(0);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    json!({ "cpu": cpu, "cores": cores, "memory_gib": (mem_kb as f64 / 1048576.0 * 10.0).round() / 10.0, "kernel": kernel })
+    // Whether the kernel grouped the processes by session for CPU time (see
+    // scripts/bench.sh): it decides how long PostgreSQL waits under saturation.
+    let autogroup = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").ok().map(|v| v.trim() == "1");
+    json!({
+        "cpu": cpu, "cores": cores, "memory_gib": (mem_kb as f64 / 1048576.0 * 10.0).round() / 10.0, "kernel": kernel,
+        "sched_autogroup": autogroup,
+    })
 }

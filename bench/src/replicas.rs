@@ -175,7 +175,11 @@ pub fn run(smoke: bool) -> Result<(), String> {
     let d = &doc["revocation_delay_ms"];
     let dc = &doc["revocation_delay_cached_ms"];
     println!();
-    println!("Read replicas (one streaming standby on the same machine; verify with secret keys, {} connections)", s.conns);
+    println!(
+        "Read replicas (one streaming standby on the same machine; verify with secret keys, {} connections, {})",
+        s.conns,
+        crate::scheduler_label(&doc["machine"])
+    );
     println!("  verify through primary only        {:>9.0} req/s  p99 {:>6.0} us", t["primary_rps"].as_f64().unwrap_or(0.0), t["primary_p99_us"].as_f64().unwrap_or(0.0));
     println!(
         "  verify through the standby         {:>9.0} req/s  p99 {:>6.0} us   ratio {:.2}x",
@@ -309,6 +313,7 @@ fn measure(
     let paced = revocations(s, rc_addr, keys, paced_trials, primary, Some(half))?;
     let max_lag_ms = after["maxLagMs"].clone();
     Ok(json!({
+        "machine": crate::machine(),
         "connections": s.conns,
         "pool_size": s.pool_size,
         "max_replica_lag_ms": max_lag_ms,

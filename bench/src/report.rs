@@ -248,10 +248,11 @@ impl Report {
             }
         };
         println!();
-        println!("api_auth benchmarks ({}), medians of {} runs; {}; {} cores; {}",
+        println!("api_auth benchmarks ({}), medians of {} runs; {}; {} cores, {}; {}",
             meta["mode"].as_str().unwrap_or(""),
             meta["settings"]["runs_per_figure"], meta["machine"]["cpu"].as_str().unwrap_or("?"),
-            meta["machine"]["cores"], meta["postgres"].as_str().unwrap_or("").split(" on ").next().unwrap_or(""));
+            meta["machine"]["cores"], crate::scheduler_label(&meta["machine"]),
+            meta["postgres"].as_str().unwrap_or("").split(" on ").next().unwrap_or(""));
         let header = ["#", "figure", "value", "baseline", "base value", "unit", "ratio", "target", "met"];
         let cells: Vec<[String; 9]> = self
             .rows
