@@ -105,6 +105,11 @@ fn bad_input_on_every_route() {
     shim.raw(&raw).assert_error(401);
     // Verify's scope-check query must be well-formed.
     shim.get("/api/v1/auth/verify?action=read", Some(&key)).assert_error(400);
+    // Broken escapes are refused, not read as something else: `%+1` was the
+    // byte 0x01 to the hand-written decoder (a sign is not a hex digit).
+    for bad in ["%zz", "%ff", "%+1", "%4", "x%"] {
+        shim.get(&format!("/api/v1/auth/verify?action=read&resource=runs:{bad}"), Some(&key)).assert_error(400);
+    }
 
     // Unknown admin ids.
     shim.request("POST", "/admin/api/v1/revoked-api-keys/nope", &[("Authorization", &admin_auth)], Some(b"{\"expiresAt\":\"2030-01-01T00:00:00Z\"}"))
