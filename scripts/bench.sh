@@ -34,6 +34,9 @@
 #   API_AUTH_BENCH_RUNS / API_AUTH_BENCH_SECS  override runs per figure and
 #                         seconds per run (quick looks)
 #   API_AUTH_BENCH_KEEP=1 leave the cluster running afterwards (for profiling)
+#   API_AUTH_BENCH_AUTOGROUP=keep  leave the kernel's scheduler autogroups as they
+#                         are (by default a root run turns them off for the run;
+#                         see below and README "Sharing a host with PostgreSQL")
 #   API_AUTH_BENCH_STANDBY_PGPORT standby port (default: cluster port + 6);
 #                         API_AUTH_BENCH_REPLICA_SHIM_PORT its shim (cluster port + 7;
 #                         + 10 for the same with the answer cache, for its revocation figure)
@@ -58,7 +61,7 @@ for a in "$@"; do
     --replicas-only) REPLICAS_ONLY=1 ;;
     --cache-only) CACHE_ONLY=1 ;;
     --http-only) HTTP_ONLY=1 ;;
-    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,49p' "$0"; exit 0 ;;
     *) echo "usage: $0 [--smoke] [--http-only | --replicas-only | --cache-only]" >&2; exit 2 ;;
   esac
 done
