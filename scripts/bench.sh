@@ -117,7 +117,7 @@ stop_cluster() {
 # core for tens of milliseconds at a time (perf sched: 24-47 ms for a backend
 # woken by a query), which puts a load generator that exists only because the
 # bench has one machine into every figure that reads the database: revocation
-# delays of 5-41 ms at p99 with autogroups, 2.4-4.6 ms without (README
+# delays of 4.8-41 ms at p99 with autogroups, 2.4-6.5 ms without (README
 # "Performance"). Servers schedule flat (autogroups apply only to processes in
 # the root cgroup; services under systemd are not), so the bench turns them
 # off for its run and puts the setting back on exit. API_AUTH_BENCH_AUTOGROUP=keep
