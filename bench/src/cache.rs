@@ -210,20 +210,16 @@ fn print_table(doc: &Value, conns: usize) {
     );
     let d = &doc["revocation_delay_ms"];
     println!(
-        "  revocation commit -> first 401        p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} trials (expiry, zero-grace rotation, archive), wrong answers after it: {}  (target p99 <= 10 ms)",
-        f(&d["p50"]),
-        f(&d["p99"]),
-        f(&d["max"]),
+        "  revocation commit -> first 401        {} over {} trials (expiry, zero-grace rotation, archive), wrong answers after it: {}  (target p99 <= 10 ms)",
+        load::delays_text(d, 2),
         d["trials"],
         d["wrong_answers"]
     );
     let d = &doc["revocation_delay_paced_ms"];
     println!(
-        "  same, load paced at {:.0} req/s (half the floor's)  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms over {} trials, wrong answers after it: {}",
+        "  same, load paced at {:.0} req/s (half the floor's)  {} over {} trials, wrong answers after it: {}",
         f(&d["background_offered_rps"]),
-        f(&d["p50"]),
-        f(&d["p99"]),
-        f(&d["max"]),
+        load::delays_text(d, 2),
         d["trials"],
         d["wrong_answers"]
     );

@@ -286,6 +286,13 @@ pub fn revocation_summary(delays_ms: Vec<f64>, wrong: u64, background: &LoadResu
     })
 }
 
+/// A [`revocation_summary`]'s delays as printed in the tables:
+/// `p50 … ms  p99 … ms  max … ms`, with `decimals` digits.
+pub fn delays_text(summary: &serde_json::Value, decimals: usize) -> String {
+    let ms = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    format!("p50 {:.decimals$} ms  p99 {:.decimals$} ms  max {:.decimals$} ms", ms("p50"), ms("p99"), ms("max"))
+}
+
 /// `GET path` once: the body, as text.
 pub fn get_text(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;

@@ -196,28 +196,22 @@ pub fn run(smoke: bool) -> Result<(), String> {
         f["shim_primary_reads"]
     );
     println!(
-        "  revocation → first 401 (under load) p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials (bound: --max-replica-lag {} ms)",
-        d["p50"].as_f64().unwrap_or(0.0),
-        d["p99"].as_f64().unwrap_or(0.0),
-        d["max"].as_f64().unwrap_or(0.0),
+        "  revocation → first 401 (under load) {}  over {} trials (bound: --max-replica-lag {} ms)",
+        load::delays_text(d, 1),
         d["trials"],
         doc["max_replica_lag_ms"]
     );
     println!(
-        "  same, answer cache in front         p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials, wrong answers after it: {} (issue 14: target p99 <= 10 ms; refills wait for the invalidating commit's WAL position)",
-        dc["p50"].as_f64().unwrap_or(0.0),
-        dc["p99"].as_f64().unwrap_or(0.0),
-        dc["max"].as_f64().unwrap_or(0.0),
+        "  same, answer cache in front         {}  over {} trials, wrong answers after it: {} (issue 14: target p99 <= 10 ms; refills wait for the invalidating commit's WAL position)",
+        load::delays_text(dc, 1),
         dc["trials"],
         dc["wrong_answers"]
     );
     let dp = &doc["revocation_delay_cached_paced_ms"];
     println!(
-        "  same, load paced at {:.0} req/s (half)  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  over {} trials, wrong answers after it: {}",
+        "  same, load paced at {:.0} req/s (half)  {}  over {} trials, wrong answers after it: {}",
         dp["background_offered_rps"].as_f64().unwrap_or(0.0),
-        dp["p50"].as_f64().unwrap_or(0.0),
-        dp["p99"].as_f64().unwrap_or(0.0),
-        dp["max"].as_f64().unwrap_or(0.0),
+        load::delays_text(dp, 1),
         dp["trials"],
         dp["wrong_answers"]
     );
