@@ -148,34 +148,64 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 pub fn run(spec: &LoadSpec) -> LoadResult {
+    let route = Route { path: spec.path.clone(), creds: spec.creds.clone() };
+    run_mixed(spec, &[route]).pop().expect("one route, one result")
+}
+
+/// One kind of request in a [`run_mixed`] stream.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub path: String,
+    /// Bearer credentials, used round-robin; empty: no Authorization header.
+    pub creds: Arc<Vec<String>>,
+}
+
+/// The load of `spec` (its `path` and `creds` unused), made of `routes`
+/// taking turns request by request on every connection (each connection
+/// starting at a different one): one result per route. Every route sees the
+/// same moments, the same offered load and the same neighbours, so the
+/// results differ only by what a request of each route costs (the rate is
+/// shared: each route gets `rate / routes.len()`).
+pub fn run_mixed(spec: &LoadSpec, routes: &[Route]) -> Vec<LoadResult> {
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
+    let kinds = routes.len().max(1);
     let handles: Vec<_> = (0..spec.conns)
         .map(|t| {
-            let spec = spec.clone();
+            let (spec, routes) = (spec.clone(), routes.to_vec());
             std::thread::spawn(move || {
                 let mut conn = Conn { addr: spec.addr, stream: None, buf: Vec::with_capacity(16 * 1024) };
-                let requests: Vec<Vec<u8>> = if spec.creds.is_empty() {
-                    vec![format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", spec.path, spec.addr).into_bytes()]
-                } else {
-                    // This thread's share of the credentials, pre-rendered.
-                    spec.creds
-                        .iter()
-                        .skip(t % spec.creds.len())
-                        .step_by(spec.conns.max(1))
-                        .map(|c| {
-                            format!("GET {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {c}\r\n\r\n", spec.path, spec.addr)
-                                .into_bytes()
-                        })
-                        .collect()
-                };
-                let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
-                let (mut errors, mut first_error) = (0u64, None::<String>);
+                // This thread's share of each route's credentials, pre-rendered.
+                let requests: Vec<Vec<Vec<u8>>> = routes
+                    .iter()
+                    .map(|route| {
+                        if route.creds.is_empty() {
+                            vec![format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", route.path, spec.addr).into_bytes()]
+                        } else {
+                            route
+                                .creds
+                                .iter()
+                                .skip(t % route.creds.len())
+                                .step_by(spec.conns.max(1))
+                                .map(|c| {
+                                    format!(
+                                        "GET {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {c}\r\n\r\n",
+                                        route.path, spec.addr
+                                    )
+                                    .into_bytes()
+                                })
+                                .collect()
+                        }
+                    })
+                    .collect();
+                let mut lat: Vec<Vec<u32>> = vec![Vec::with_capacity((1 << 16) / kinds); kinds];
+                let mut errors = vec![0u64; kinds];
+                let mut first_error = vec![None::<String>; kinds];
                 // Open loop: this connection's share of the rate, staggered.
                 let interval = spec.rate.map(|r| Duration::from_secs_f64(spec.conns as f64 / r.max(1.0)));
                 let mut scheduled = start + interval.map_or(Duration::ZERO, |i| i * t as u32 / spec.conns.max(1) as u32);
-                let mut i = 0usize;
+                let mut i = t;
                 loop {
                     let mut t0 = Instant::now();
                     if let Some(interval) = interval {
@@ -191,23 +221,24 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
                     if t0 >= end {
                         break;
                     }
-                    let req = &requests[i % requests.len()];
+                    let (kind, n) = (i % kinds, i / kinds);
+                    let req = &requests[kind][n % requests[kind].len()];
                     i += 1;
                     let outcome = conn.roundtrip(req);
                     let t1 = Instant::now();
                     if t0 < measure_from {
                         continue;
                     }
-                    lat.push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
+                    lat[kind].push((t1 - t0).as_micros().min(u32::MAX as u128) as u32);
                     match outcome {
                         Ok(200) => {}
                         Ok(s) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| format!("HTTP {s}"));
+                            errors[kind] += 1;
+                            first_error[kind].get_or_insert_with(|| format!("HTTP {s}"));
                         }
                         Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(e);
+                            errors[kind] += 1;
+                            first_error[kind].get_or_insert(e);
                             std::thread::sleep(Duration::from_millis(10));
                         }
                     }
@@ -216,24 +247,28 @@ pub fn run(spec: &LoadSpec) -> LoadResult {
             })
         })
         .collect();
-    let mut all = Vec::new();
-    let mut result = LoadResult::default();
+    let mut all = vec![Vec::new(); kinds];
+    let mut results = vec![LoadResult::default(); kinds];
     for h in handles {
         let (lat, errors, first_error) = h.join().expect("load thread panicked");
-        all.extend(lat);
-        result.errors += errors;
-        if result.first_error.is_none() {
-            result.first_error = first_error;
+        for (kind, ((lat, errors), first_error)) in lat.into_iter().zip(errors).zip(first_error).enumerate() {
+            all[kind].extend(lat);
+            results[kind].errors += errors;
+            if results[kind].first_error.is_none() {
+                results[kind].first_error = first_error;
+            }
         }
     }
-    all.sort_unstable();
-    result.requests = all.len() as u64;
-    result.rps = all.len() as f64 / spec.duration.as_secs_f64();
-    result.p50_us = percentile(&all, 0.50);
-    result.p90_us = percentile(&all, 0.90);
-    result.p99_us = percentile(&all, 0.99);
-    result.max_us = all.last().copied().unwrap_or(0) as f64;
-    result
+    for (mut all, result) in all.into_iter().zip(results.iter_mut()) {
+        all.sort_unstable();
+        result.requests = all.len() as u64;
+        result.rps = all.len() as f64 / spec.duration.as_secs_f64();
+        result.p50_us = percentile(&all, 0.50);
+        result.p90_us = percentile(&all, 0.90);
+        result.p99_us = percentile(&all, 0.99);
+        result.max_us = all.last().copied().unwrap_or(0) as f64;
+    }
+    results
 }
 
 /// One keep-alive connection for requests one at a time (status only).

@@ -5,7 +5,7 @@
 //! ```text
 //! api_auth_bench run [--smoke]      everything: data, pgbench, HTTP, memory, report
 //! api_auth_bench replicas [--smoke] the shim with a streaming standby vs the primary alone
-//! api_auth_bench load URL PATH [--creds FILE] [--conns N] [--secs S]
+//! api_auth_bench load ADDR PATH [--creds FILE] [--conns N] [--secs S] [--rate REQ_PER_S]
 //!                                   one HTTP load run, JSON on stdout
 //! ```
 //!
@@ -224,7 +224,7 @@ fn main() {
         Some("plot") => plot_cmd(&args[1..]),
         Some("replicas") => replicas::run(args.iter().any(|a| a == "--smoke")),
         Some("cache") => cache::run(args.iter().any(|a| a == "--smoke")),
-        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | cache [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] | plot RESULTS.json OUT.svg\n\
+        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | cache [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] [--rate REQ_PER_S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };
@@ -252,7 +252,7 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
     let addr: SocketAddr = args.first().ok_or("ADDR missing")?.parse().map_err(|e| format!("ADDR: {e}"))?;
     let path = args.get(1).cloned().unwrap_or_else(|| "/".into());
     let mut creds = Vec::new();
-    let (mut conns, mut secs) = (8usize, 5u64);
+    let (mut conns, mut secs, mut rate) = (8usize, 5u64, None);
     let mut it = args.iter().skip(2);
     while let Some(a) = it.next() {
         let v = it.next().ok_or(format!("{a} needs a value"))?;
@@ -262,6 +262,7 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
             }
             "--conns" => conns = v.parse().map_err(|_| "--conns")?,
             "--secs" => secs = v.parse().map_err(|_| "--secs")?,
+            "--rate" => rate = Some(v.parse().map_err(|_| "--rate")?),
             _ => return Err(format!("unknown option {a}")),
         }
     }
@@ -272,7 +273,7 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
         conns,
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(secs),
-        rate: None,
+        rate,
     });
     println!("{}", r.to_json());
     Ok(())

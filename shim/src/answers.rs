@@ -21,6 +21,10 @@
 //! end of that window. Token refusals are not kept. The cache never holds a
 //! credential: entries are keyed by its SHA-256.
 //!
+//! A hit never awaits: the database reads of a miss are boxed
+//! (`Box::pin`), so that the future every request builds holds a pointer to
+//! them, not their few kilobytes, which each hit would otherwise move around.
+//!
 //! [`Reads::auth_read_after`]: crate::replicas::Reads::auth_read_after
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,7 +100,8 @@ fn until(epoch_secs: f64) -> Duration {
 /// [`auth::authenticate`] run through [`crate::replicas::Reads::auth_read`].
 pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let (Some(answers), Some(c)) = (&app.answers, cred) else {
-        return app.reads.auth_read(|client| async move { auth::authenticate(&client, cred, headers).await }).await;
+        let read = app.reads.auth_read(|client| async move { auth::authenticate(&client, cred, headers).await });
+        return Box::pin(read).await;
     };
     // A token the cache holds is these very bytes, accepted before: no need
     // to read its payload to know it is one.
@@ -114,12 +119,10 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
                 return hit.map(Caller::Key).ok_or_else(|| auth::refuse(cred));
             }
             let ticket = answers.keys.ticket();
-            let found = app
-                .reads
-                .auth_read_after(answers.refill_lsn(), |client| async move {
-                    auth::find_by_key(&client, &c.value, headers).await?.ok_or_else(|| auth::refuse(cred))
-                })
-                .await;
+            let found = Box::pin(app.reads.auth_read_after(answers.refill_lsn(), |client| async move {
+                auth::find_by_key(&client, &c.value, headers).await?.ok_or_else(|| auth::refuse(cred))
+            }))
+            .await;
             match found {
                 Ok(k) => {
                     let k = Arc::new(k);
@@ -136,10 +139,11 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
         }
         (CredentialKind::PublicToken, Some(key)) => {
             let ticket = answers.tokens.ticket();
-            let caller = app
-                .reads
-                .auth_read_after(answers.refill_lsn(), |client| async move { auth::authenticate(&client, cred, headers).await })
-                .await?;
+            let caller = Box::pin(
+                app.reads
+                    .auth_read_after(answers.refill_lsn(), |client| async move { auth::authenticate(&client, cred, headers).await }),
+            )
+            .await?;
             if let Caller::Token(t) = &caller {
                 let exp = t.claims.get("exp").and_then(serde_json::Value::as_f64).map(until);
                 let grace = t.grace_expires_at.as_ref().map(|(_, end)| until(*end));

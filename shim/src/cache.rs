@@ -23,7 +23,8 @@
 //! - **Entries never outlive what they depend on**: a token's entry expires at
 //!   its `exp`, a key in grace's at its window's end, and every entry after
 //!   the backstop `max_age` (for what sends no notification, such as a
-//!   changed `api_auth.jwt_*` setting).
+//!   changed `api_auth.jwt_*` setting), spread over its last quarter
+//!   ([`Cache::backstop`]).
 //! - **No secret in memory.** Entries are keyed by SHA-256 of the credential
 //!   (and branch); the credential itself is never stored.
 //! - **Bounded, and flood-proof.** At most `capacity` entries. New entries
@@ -235,7 +236,8 @@ impl<V: Clone> Cache<V> {
         if !self.is_live() {
             return false;
         }
-        let ttl = expires_in.map_or(self.max_age, |d| d.min(self.max_age));
+        let backstop = self.backstop(&key);
+        let ttl = expires_in.map_or(backstop, |d| d.min(backstop));
         if ttl.is_zero() {
             return false;
         }
@@ -266,6 +268,17 @@ impl<V: Clone> Cache<V> {
         self.counters.inserts.fetch_add(1, Ordering::Relaxed);
         self.counters.evictions.fetch_add(evicted, Ordering::Relaxed);
         true
+    }
+
+    /// How long an answer for `key` may be kept at most: `max_age`, less up to
+    /// a quarter of it, a fraction read from the key (a SHA-256, so uniform).
+    /// Answers kept in the same second (a shim warming up) then reach the
+    /// backstop over a stretch of time instead of all missing at the same
+    /// instant, a burst of round trips every `max_age`. Only ever shorter:
+    /// the promise "never older than max-age" holds.
+    fn backstop(&self, key: &Key) -> Duration {
+        let fraction = f64::from(u16::from_le_bytes([key[0], key[1]])) / 65536.0;
+        self.max_age.mul_f64(1.0 - fraction / 4.0)
     }
 
     /// Evict from `segment` (and, through promotions, from main) until every
@@ -454,6 +467,31 @@ mod tests {
         assert_eq!(c.get(&k(2)), None, "already expired: not kept");
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(c.get(&k(1)), None);
+    }
+
+    #[test]
+    fn answers_kept_together_do_not_all_expire_together() {
+        // A shim warms up in a second: were every answer to reach max-age at
+        // the same instant, every hot credential would miss at once, a burst
+        // of round trips every max-age. The backstop is spread over its last
+        // quarter; exact cut-offs (a token's exp) are kept as they are.
+        let c = live(20_000); // probation (a tenth) holds all of them
+        let before = Instant::now();
+        for i in 0..1000 {
+            c.insert(c.ticket(), k(i), Some(i), vec!["a".into()], None);
+        }
+        c.insert(c.ticket(), k(5000), Some(5000), vec!["a".into()], Some(Duration::from_secs(30)));
+        let inner = c.read();
+        let ends: Vec<Duration> = (0..1000).map(|i| inner.entries[&k(i)].expires - before).collect();
+        let (first, last) = (ends.iter().min().unwrap(), ends.iter().max().unwrap());
+        assert!(*last <= Duration::from_secs(61), "never beyond max-age: {last:?}");
+        assert!(*first >= Duration::from_secs(44), "at most a quarter early: {first:?}");
+        assert!(*last - *first >= Duration::from_secs(12), "spread: {first:?} .. {last:?}");
+        // About a fifth of them end in the spread's first fifth (45-48 s): not bunched.
+        let early = ends.iter().filter(|d| **d < Duration::from_secs(48)).count();
+        assert!((120..280).contains(&early), "{early} of 1000 in the spread's first fifth");
+        let exact = inner.entries[&k(5000)].expires - before;
+        assert!(exact >= Duration::from_secs(30) && exact < Duration::from_secs(31), "a shorter cut-off is exact: {exact:?}");
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub struct Args {
     ///
     /// A backstop for what sends no notification (a changed api_auth.jwt_*
     /// setting); every change to keys and grace windows is applied at commit.
+    /// Each answer gets up to a quarter less (read from its hash), so answers
+    /// kept together do not all expire together.
     #[arg(long, env = "API_AUTH_CACHE_MAX_AGE", value_name = "SECS", default_value = "300", value_parser = seconds)]
     pub cache_max_age: Duration,
 

@@ -111,20 +111,25 @@ fn cors_preflight() -> Response<Body> {
     res
 }
 
+/// The handler of `route`. Those that read or write the database are boxed:
+/// their futures run to kilobytes, and unboxed the largest would set the size
+/// of every request's future, moved into its task even for `/healthz` or a
+/// cached verify (which never awaits the database on a hit, see
+/// [`crate::answers`]). A box costs one allocation next to a round trip.
 async fn dispatch(app: &App, req: Request<Incoming>, route: Route, ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     match route {
         Route::Healthz => Ok(health::healthz()),
-        Route::Readyz => health::readyz(app).await,
         Route::Metrics => health::metrics(app),
-        Route::Floor => health::floor(app).await,
-        Route::JwtClaims => jwt::claims(app, req, ctx).await,
-        Route::Jwt => jwt::mint(app, req, ctx).await,
         Route::Verify => verify::verify(app, req, ctx).await,
-        Route::SessionsCreate => sessions::create(app, req, ctx).await,
-        Route::SessionsGet(id) => sessions::get(app, req, ctx, id).await,
-        Route::RevokedExpiry(id) => admin::set_revoked_expiry(app, req, ctx, id).await,
-        Route::EnvironmentsCreate => admin::create_environment(app, req, ctx).await,
-        Route::Regenerate(id) => admin::regenerate(app, req, ctx, id).await,
+        Route::Readyz => Box::pin(health::readyz(app)).await,
+        Route::Floor => Box::pin(health::floor(app)).await,
+        Route::JwtClaims => Box::pin(jwt::claims(app, req, ctx)).await,
+        Route::Jwt => Box::pin(jwt::mint(app, req, ctx)).await,
+        Route::SessionsCreate => Box::pin(sessions::create(app, req, ctx)).await,
+        Route::SessionsGet(id) => Box::pin(sessions::get(app, req, ctx, id)).await,
+        Route::RevokedExpiry(id) => Box::pin(admin::set_revoked_expiry(app, req, ctx, id)).await,
+        Route::EnvironmentsCreate => Box::pin(admin::create_environment(app, req, ctx)).await,
+        Route::Regenerate(id) => Box::pin(admin::regenerate(app, req, ctx, id)).await,
     }
 }
 
