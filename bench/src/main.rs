@@ -5,8 +5,9 @@
 //! ```text
 //! api_auth_bench run [--smoke]      everything: data, pgbench, HTTP, memory, report
 //! api_auth_bench replicas [--smoke] the shim with a streaming standby vs the primary alone
-//! api_auth_bench load ADDR PATH [--creds FILE] [--conns N] [--secs S] [--rate REQ_PER_S]
-//!                                   one HTTP load run, JSON on stdout
+//! api_auth_bench load ADDR PATH [--creds FILE] [--and PATH [--creds FILE]]... [--conns N] [--secs S] [--rate REQ_PER_S]
+//!                                   one HTTP load run, JSON on stdout (with
+//!                                   --and, the routes take turns: one result each)
 //! ```
 //!
 //! Every figure is printed beside a baseline measured in the same run, as a
@@ -224,7 +225,7 @@ fn main() {
         Some("plot") => plot_cmd(&args[1..]),
         Some("replicas") => replicas::run(args.iter().any(|a| a == "--smoke")),
         Some("cache") => cache::run(args.iter().any(|a| a == "--smoke")),
-        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | cache [--smoke] | load ADDR PATH [--creds FILE] [--conns N] [--secs S] [--rate REQ_PER_S] | plot RESULTS.json OUT.svg\n\
+        _ => Err("usage: api_auth_bench run [--smoke] [--http-only] | replicas [--smoke] | cache [--smoke] | load ADDR PATH [--creds FILE] [--and PATH [--creds FILE]]... [--conns N] [--secs S] [--rate REQ_PER_S] | plot RESULTS.json OUT.svg\n\
                   (normally started by scripts/bench.sh)"
             .into()),
     };
@@ -251,31 +252,39 @@ fn plot_cmd(args: &[String]) -> Result<(), String> {
 fn load_cmd(args: &[String]) -> Result<(), String> {
     let addr: SocketAddr = args.first().ok_or("ADDR missing")?.parse().map_err(|e| format!("ADDR: {e}"))?;
     let path = args.get(1).cloned().unwrap_or_else(|| "/".into());
-    let mut creds = Vec::new();
+    let read_creds = |file: &str| -> Result<Arc<Vec<String>>, String> {
+        Ok(Arc::new(std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?.lines().map(str::to_string).collect()))
+    };
+    let mut routes = vec![load::Route { path, creds: Arc::new(Vec::new()) }];
     let (mut conns, mut secs, mut rate) = (8usize, 5u64, None);
     let mut it = args.iter().skip(2);
     while let Some(a) = it.next() {
         let v = it.next().ok_or(format!("{a} needs a value"))?;
         match a.as_str() {
-            "--creds" => {
-                creds = std::fs::read_to_string(v).map_err(|e| e.to_string())?.lines().map(str::to_string).collect()
-            }
+            "--creds" => routes.last_mut().expect("a route").creds = read_creds(v)?,
+            "--and" => routes.push(load::Route { path: v.clone(), creds: Arc::new(Vec::new()) }),
             "--conns" => conns = v.parse().map_err(|_| "--conns")?,
             "--secs" => secs = v.parse().map_err(|_| "--secs")?,
             "--rate" => rate = Some(v.parse().map_err(|_| "--rate")?),
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    let r = load::run(&load::LoadSpec {
+    let spec = load::LoadSpec {
         addr,
-        path,
-        creds: Arc::new(creds),
+        path: String::new(),
+        creds: Arc::new(Vec::new()),
         conns,
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(secs),
         rate,
-    });
-    println!("{}", r.to_json());
+    };
+    let results = load::run_mixed(&spec, &routes);
+    if let [one] = results.as_slice() {
+        println!("{}", one.to_json());
+    } else {
+        let all: Vec<_> = routes.iter().zip(&results).map(|(r, x)| serde_json::json!({ "path": r.path, "result": x.to_json() })).collect();
+        println!("{}", serde_json::Value::Array(all));
+    }
     Ok(())
 }
 
