@@ -156,8 +156,8 @@ pub fn run(smoke: bool) -> Result<(), String> {
     };
     // The max-age backstop (300 s by default) would expire the warm answers
     // during the figures: their first wave of expiries (225-300 s after
-    // warm-up, spread by the key's hash) landed on the equal-load rounds, a
-    // few hundred misses in each, which alone move a p99. Steady state is one
+    // warm-up, spread by the key's hash) landed on the equal-load rounds, some
+    // 130 misses per route per round (0.25%), which alone move a p99. Steady state is one
     // miss per credential per max-age; the figures here are of answers from
     // memory, and the misses they still met are counted beside them.
     let a = start_server("shim-cached", shim(cached, &["--cache-max-age", "3600"]), cached, &work.join("shim-cached.log"), "/healthz")?;
