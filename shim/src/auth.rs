@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use api_auth_core::keys::{self, CredentialKind};
 use api_auth_core::tokens;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{HeaderName, AUTHORIZATION};
 use hyper::HeaderMap;
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ use crate::grace::Grace;
 use crate::logging::{Describe, RequestLog};
 
 /// Header naming a preview branch (SPEC §3).
-pub const BRANCH_HEADER: &str = "x-trigger-branch";
+pub const BRANCH_HEADER: HeaderName = HeaderName::from_static("x-trigger-branch");
 /// Longest branch name considered.
 pub const MAX_BRANCH_LEN: usize = 256;
 
@@ -94,7 +94,7 @@ pub fn credential(headers: &HeaderMap, log: &mut RequestLog) -> Option<Arc<Crede
 /// The `x-trigger-branch` header. `Err` when it is present but unusable (not
 /// UTF-8, too long): such a branch can name no environment.
 pub fn branch(headers: &HeaderMap) -> Result<Option<String>, ()> {
-    let Some(raw) = headers.get(BRANCH_HEADER) else { return Ok(None) };
+    let Some(raw) = headers.get(&BRANCH_HEADER) else { return Ok(None) };
     if raw.len() > MAX_BRANCH_LEN {
         return Err(());
     }

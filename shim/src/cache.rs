@@ -41,8 +41,9 @@
 //!   answers live in their own bounded queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -50,15 +51,50 @@ use sha2::{Digest, Sha256};
 /// SHA-256 of what identifies a question (credential kind, credential, branch).
 pub type Key = [u8; 32];
 
-/// The cache key of a question: never the credential itself.
+/// A secret drawn once per process and hashed in front of every key.
+static SALT: LazyLock<[u8; 32]> = LazyLock::new(|| {
+    let mut salt = [0u8; 32];
+    getrandom::fill(&mut salt).expect("the operating system's random number generator failed");
+    salt
+});
+
+/// The cache key of a question: never the credential itself. Salted, so that
+/// no client can predict a key: the maps use its first bytes as their hash
+/// ([`KeyHasher`]) without letting anyone choose credentials that collide.
 pub fn key(parts: &[&[u8]]) -> Key {
     let mut h = Sha256::new();
+    h.update(*SALT);
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
     h.finalize().into()
 }
+
+/// The maps' hasher for [`Key`]s: a salted SHA-256 is already uniformly
+/// random, so its first bytes are the hash (no SipHash pass on every hit).
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    /// The array's length, written before its bytes: the same for every key.
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<Key, BuildHasherDefault<KeyHasher>>;
 
 /// What the counters say (for `/metrics`).
 #[derive(Default)]
@@ -100,8 +136,8 @@ struct Entry<V> {
 }
 
 struct Inner<V> {
-    entries: HashMap<Key, Entry<V>>,
-    by_environment: HashMap<String, HashSet<Key>>,
+    entries: KeyMap<Entry<V>>,
+    by_environment: HashMap<String, KeySet>,
     probation: VecDeque<Key>,
     main: VecDeque<Key>,
     negative: VecDeque<Key>,
@@ -109,7 +145,7 @@ struct Inner<V> {
     /// Keys that left probation unasked, oldest first (at most the main
     /// queue's length); `ghost_set` holds the same keys for lookups.
     ghost: VecDeque<Key>,
-    ghost_set: HashSet<Key>,
+    ghost_set: KeySet,
 }
 
 /// A bounded answer cache for values of type `V` (see the module docs).
@@ -141,14 +177,14 @@ impl<V: Clone> Cache<V> {
     pub fn new(capacity: usize, max_age: Duration) -> Self {
         Cache {
             inner: RwLock::new(Inner {
-                entries: HashMap::new(),
+                entries: KeyMap::default(),
                 by_environment: HashMap::new(),
                 probation: VecDeque::new(),
                 main: VecDeque::new(),
                 negative: VecDeque::new(),
                 counts: [0; 3],
                 ghost: VecDeque::new(),
-                ghost_set: HashSet::new(),
+                ghost_set: KeySet::default(),
             }),
             capacity: capacity.max(10),
             max_age,
@@ -586,6 +622,11 @@ mod tests {
     #[test]
     fn keys_are_hashes_of_all_parts() {
         assert_ne!(key(&[b"ab", b"c"]), key(&[b"a", b"bc"]), "parts are length-prefixed");
+        // Salted: not what anyone can compute from the credential alone.
+        let mut plain = Sha256::new();
+        plain.update(8u64.to_le_bytes());
+        plain.update(b"tr_dev_x");
+        assert_ne!(key(&[b"tr_dev_x"]), <[u8; 32]>::from(plain.finalize()));
         assert_eq!(key(&[b"tr_dev_x"]).len(), 32);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
+use hyper::header::{HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -55,6 +55,8 @@ impl Route {
         matches!(self, Route::JwtClaims | Route::Jwt | Route::Verify | Route::SessionsCreate | Route::SessionsGet(_))
     }
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest request target (path and query) accepted: beyond it, 414.
 const MAX_URI: usize = 8 * 1024;
@@ -186,9 +188,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if public_api {
         res.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{id}")) {
-        res.headers_mut().insert("x-request-id", v);
-    }
+    res.headers_mut().insert(X_REQUEST_ID, HeaderValue::from(id));
 
     let status = res.status().as_u16();
     let elapsed = started.elapsed();

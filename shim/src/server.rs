@@ -108,9 +108,15 @@ pub async fn serve<H, F>(
 
 /// hyper answers a request it cannot parse by itself, with an empty body:
 /// rewrite such an answer as JSON. Returns the replacement bytes.
+/// Every answer goes through here, so the common case is decided first and in
+/// constant time: hyper's bare answers are all 4xx heads with nothing after
+/// them, and every answer of ours has a body or a content type.
 fn rewrite_protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
+    if !(buf.starts_with(b"HTTP/1.1 4") || buf.starts_with(b"HTTP/1.0 4")) || !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    if head_end != buf.len() || !(buf.starts_with(b"HTTP/1.1 ") || buf.starts_with(b"HTTP/1.0 ")) {
+    if head_end != buf.len() {
         return None;
     }
     let head = std::str::from_utf8(buf).ok()?.to_ascii_lowercase();
