@@ -19,7 +19,7 @@
 //! which every environment creation or key change clears) and accepted public
 //! tokens, each until its `exp` and, when a key in grace vouched for it, the
 //! end of that window. Token refusals are not kept. The cache never holds a
-//! credential: entries are keyed by its SHA-256.
+//! credential: entries are keyed by its salted SHA-256.
 //!
 //! A hit never awaits: the database reads of a miss are boxed
 //! (`Box::pin`), so that the future every request builds holds a pointer to

@@ -26,7 +26,8 @@
 //!   changed `api_auth.jwt_*` setting), spread over its last quarter
 //!   ([`Cache::backstop`]).
 //! - **No secret in memory.** Entries are keyed by SHA-256 of the credential
-//!   (and branch); the credential itself is never stored.
+//!   (and branch), salted per process ([`key`]); the credential itself is
+//!   never stored.
 //! - **Bounded, and flood-proof.** At most `capacity` entries. New entries
 //!   enter a small probation queue (a tenth of the capacity); an entry hit
 //!   again while on probation is promoted to the main queue, where a CLOCK pass
@@ -48,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// SHA-256 of what identifies a question (credential kind, credential, branch).
+/// Salted SHA-256 of what identifies a question (credential kind, credential, branch).
 pub type Key = [u8; 32];
 
 /// A secret drawn once per process and hashed in front of every key.
