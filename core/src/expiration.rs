@@ -68,7 +68,7 @@ pub fn resolve(spec: &str, now: i64) -> Result<i64, ExpirationError> {
 pub fn check_window(exp: i64, now: i64) -> Result<i64, ExpirationError> {
     if exp <= now {
         Err(ExpirationError::NotInFuture)
-    } else if exp.checked_sub(now).map_or(true, |d| d > MAX_LIFETIME_SECS) {
+    } else if exp.checked_sub(now).is_none_or(|d| d > MAX_LIFETIME_SECS) {
         // (checked: with a clock before 1970 the distance can exceed i64; fuzz finding)
         Err(ExpirationError::TooLong)
     } else {

@@ -159,6 +159,9 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
     }
 }
 
+/// Which of a cache's counters a series reads.
+type CounterOf = fn(&cache::Counters) -> &AtomicU64;
+
 /// The cache's counters in `/metrics` (sampled at scrape time).
 pub struct AnswersCollector(pub std::sync::Arc<Answers>);
 
@@ -176,7 +179,7 @@ impl prometheus_client::collector::Collector for AnswersCollector {
         use prometheus_client::metrics::MetricType;
         let a = &self.0;
         let caches = [("key", &a.keys.counters), ("token", &a.tokens.counters)];
-        let series: [(&str, &str, fn(&cache::Counters) -> &AtomicU64); 7] = [
+        let series: [(&str, &str, CounterOf); 7] = [
             ("cache_hits", "Authentications answered from the cache", |c| &c.hits),
             ("cache_misses", "Authentications the cache could not answer (asked of the database)", |c| &c.misses),
             ("cache_inserts", "Answers kept", |c| &c.inserts),

@@ -58,8 +58,11 @@ pub fn scopes_header(scopes: &[String]) -> String {
     scopes.iter().map(|s| utf8_percent_encode(s, SCOPE_ESCAPES).to_string()).collect::<Vec<_>>().join(" ")
 }
 
-/// (action, resources as (type, id)) from the query string, if a scope check was asked for.
-fn scope_query(query: Option<&str>) -> Result<Option<(String, Vec<(String, Option<String>)>)>, ApiError> {
+/// A scope check: the action, and the resources as (type, id).
+type ScopeCheck = (String, Vec<(String, Option<String>)>);
+
+/// The scope check asked for in the query string, if any.
+fn scope_query(query: Option<&str>) -> Result<Option<ScopeCheck>, ApiError> {
     let Some(q) = query else { return Ok(None) };
     let mut action = None;
     let mut resources = Vec::new();

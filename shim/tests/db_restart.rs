@@ -19,7 +19,8 @@ fn shim_survives_a_database_restart() {
 
     let stop = Arc::new(AtomicBool::new(false));
     // (when, status, took, body is JSON with "error")
-    let seen: Arc<Mutex<Vec<(Instant, u16, Duration, bool)>>> = Arc::default();
+    type Seen = Vec<(Instant, u16, Duration, bool)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let load: Vec<_> = (0..3)
         .map(|_| {
             let (shim, stop, seen, key) = (shim.clone(), stop.clone(), seen.clone(), key.clone());

@@ -111,7 +111,7 @@ fn hostile_requests_change_nothing() {
             3 => truncated(&shim.addr, format!("POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header}\r\nContent-Length: 500\r\n\r\n{{\"a\":").as_bytes()),
             // Non-UTF-8 and control bytes in the request head.
             4 => {
-                let mut raw = format!("GET /api/v1/auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ").into_bytes();
+                let mut raw = b"GET /api/v1/auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".to_vec();
                 raw.extend(rng.bytes(30).into_iter().filter(|b| *b != b'\r' && *b != b'\n'));
                 raw.extend_from_slice(b"\r\nx-trigger-branch: \xff\xfe\r\nConnection: close\r\n\r\n");
                 shim.raw(&raw)

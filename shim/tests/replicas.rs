@@ -129,7 +129,7 @@ fn authentication_reads_are_served_by_the_standby() {
 
         let after = reads(shim);
         let served = after["replicas"][0]["served"].as_i64().unwrap() - before["replicas"][0]["served"].as_i64().unwrap();
-        assert!(served >= 2 * N + 1, "shim counted {served} reads on the replica");
+        assert!(served > 2 * N, "shim counted {served} reads on the replica");
         assert_eq!(after["fallbacks"], json!(0), "{after}");
         // The replica's pool is reported by /metrics under its configured name.
         let metrics = shim.get("/metrics", None);
@@ -164,7 +164,7 @@ fn rotation_works_at_once_and_grace_expiry_refuses_within_the_lag_bound() {
         let r = shim.get("/api/v1/auth/verify", Some(&new_key));
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-api-auth-method"), Some("current_key"));
-        assert_eq!(shim.mint(&new_key, &[]).len() > 20, true);
+        assert!(shim.mint(&new_key, &[]).len() > 20);
         // The old key is accepted throughout; a replica that has not replayed
         // the rotation yet still calls it current (an acceptance, not a
         // refusal, so nothing to confirm), and grace once it has.

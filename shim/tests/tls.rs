@@ -77,7 +77,10 @@ fn tls_cluster(name: &str, certs: &Path) -> PrivateCluster {
     let text = std::fs::read_to_string(&hba).unwrap();
     let rewritten: String = text
         .lines()
-        .map(|l| if l.starts_with("host ") { format!("hostssl {}\n", &l[5..]) } else { format!("{l}\n") })
+        .map(|l| match l.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{l}\n"),
+        })
         .collect();
     assert!(rewritten.contains("hostssl"), "no host line to rewrite in {text}");
     std::fs::write(&hba, rewritten).unwrap();
