@@ -272,8 +272,7 @@ fn measure(
     wait_live(small)?;
     let spec = |addr: SocketAddr, path: &str, creds: &Arc<Vec<String>>, secs: u64| load::LoadSpec {
         addr,
-        path: path.into(),
-        creds: creds.clone(),
+        routes: vec![load::Route::new(path, creds)],
         conns: s.conns,
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(secs),
@@ -320,12 +319,13 @@ fn measure(
     for (share, label) in [(4.0, "quarter"), (2.0, "half")] {
         let rate = (median(&rps("healthz")) / share).round();
         let routes = [("/healthz", &none), (verify, hot), (verify, tokens), ("/healthz", &none)]
-            .map(|(path, creds)| load::Route { path: path.into(), creds: creds.clone() });
+            .map(|(path, creds)| load::Route::new(path, creds))
+            .to_vec();
         let misses = |kind: &str| metric(cached, &format!("api_auth_shim_cache_misses_total{{credential=\"{kind}\"}}"));
         let misses_before = misses("key")? + misses("token")?;
         let mut rounds: Vec<Vec<load::LoadResult>> = Vec::new();
         for round in 0..s.runs {
-            let r = load::run_mixed(&load::LoadSpec { rate: Some(rate), ..spec(cached, "", &none, s.secs) }, &routes);
+            let r = load::run_mixed(&load::LoadSpec { rate: Some(rate), routes: routes.clone(), ..spec(cached, "/healthz", &none, s.secs) });
             log(format!(
                 "  mixed round {}/{} at {rate:.0} req/s ({label} of the floor)  p99 healthz {:.0} / {:.0} us, key {:.0} us, token {:.0} us",
                 round + 1,

@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 load generator for loopback servers.
 //!
-//! `conns` threads, each with one keep-alive connection, send `GET path`
-//! back to back (closed loop: the next request leaves when the previous
+//! `conns` threads, each with one keep-alive connection, send `GET path` (or
+//! several routes' requests in turn, [`run_mixed`]) back to back (closed loop: the next request leaves when the previous
 //! answer is in), or, with a `rate`, each on its own schedule (open loop:
 //! latency at a given offered load, counted from the scheduled time whenever
 //! the previous answer made the request late), for `warmup + duration`; only
@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
     pub addr: SocketAddr,
-    pub path: String,
-    /// Bearer credentials, used round-robin; empty: no Authorization header.
-    pub creds: Arc<Vec<String>>,
+    /// What is requested: one route, or several taking turns ([`run_mixed`]).
+    pub routes: Vec<Route>,
     pub conns: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -147,12 +146,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)] as f64
 }
 
+/// The load of a spec with one route: its result.
 pub fn run(spec: &LoadSpec) -> LoadResult {
-    let route = Route { path: spec.path.clone(), creds: spec.creds.clone() };
-    run_mixed(spec, &[route]).pop().expect("one route, one result")
+    assert_eq!(spec.routes.len(), 1, "load::run takes one route; run_mixed several");
+    run_mixed(spec).pop().expect("one route, one result")
 }
 
-/// One kind of request in a [`run_mixed`] stream.
+/// One kind of request in a load.
 #[derive(Clone, Debug)]
 pub struct Route {
     pub path: String,
@@ -160,24 +160,30 @@ pub struct Route {
     pub creds: Arc<Vec<String>>,
 }
 
-/// The load of `spec` (its `path` and `creds` unused), made of `routes`
-/// taking turns request by request on every connection (each connection
-/// starting at a different one): one result per route. Every route sees the
-/// same moments, the same offered load and the same neighbours, so the
-/// results differ only by what a request of each route costs (the rate is
-/// shared: each route gets `rate / routes.len()`).
-pub fn run_mixed(spec: &LoadSpec, routes: &[Route]) -> Vec<LoadResult> {
+impl Route {
+    pub fn new(path: &str, creds: &Arc<Vec<String>>) -> Route {
+        Route { path: path.into(), creds: creds.clone() }
+    }
+}
+
+/// The load of `spec`, its routes taking turns request by request on every
+/// connection (each connection starting at a different one): one result per
+/// route. Every route sees the same moments, the same offered load and the
+/// same neighbours, so the results differ only by what a request of each
+/// route costs (the rate is shared: each route gets `rate / routes.len()`).
+pub fn run_mixed(spec: &LoadSpec) -> Vec<LoadResult> {
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
-    let kinds = routes.len().max(1);
+    let kinds = spec.routes.len().max(1);
     let handles: Vec<_> = (0..spec.conns)
         .map(|t| {
-            let (spec, routes) = (spec.clone(), routes.to_vec());
+            let spec = spec.clone();
             std::thread::spawn(move || {
                 let mut conn = Conn { addr: spec.addr, stream: None, buf: Vec::with_capacity(16 * 1024) };
                 // This thread's share of each route's credentials, pre-rendered.
-                let requests: Vec<Vec<Vec<u8>>> = routes
+                let requests: Vec<Vec<Vec<u8>>> = spec
+                    .routes
                     .iter()
                     .map(|route| {
                         if route.creds.is_empty() {

@@ -271,18 +271,17 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
     }
     let spec = load::LoadSpec {
         addr,
-        path: String::new(),
-        creds: Arc::new(Vec::new()),
+        routes,
         conns,
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(secs),
         rate,
     };
-    let results = load::run_mixed(&spec, &routes);
+    let results = load::run_mixed(&spec);
     if let [one] = results.as_slice() {
         println!("{}", one.to_json());
     } else {
-        let all: Vec<_> = routes.iter().zip(&results).map(|(r, x)| serde_json::json!({ "path": r.path, "result": x.to_json() })).collect();
+        let all: Vec<_> = spec.routes.iter().zip(&results).map(|(r, x)| serde_json::json!({ "path": r.path, "result": x.to_json() })).collect();
         println!("{}", serde_json::Value::Array(all));
     }
     Ok(())
@@ -708,8 +707,7 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
             });
             let r = load::run(&load::LoadSpec {
                 addr: *addr,
-                path: p.to_string(),
-                creds: creds.clone(),
+                routes: vec![load::Route::new(p, creds)],
                 conns: m.http_conns,
                 warmup,
                 duration: Duration::from_secs(m.http_secs),

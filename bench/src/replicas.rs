@@ -242,8 +242,7 @@ fn measure(
     }
     let spec = |addr: SocketAddr, secs: u64| load::LoadSpec {
         addr,
-        path: "/api/v1/auth/verify".into(),
-        creds: keys.clone(),
+        routes: vec![load::Route::new("/api/v1/auth/verify", keys)],
         conns: s.conns,
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(secs),
@@ -343,8 +342,7 @@ fn revocations(
     let bg = {
         let spec = load::LoadSpec {
             addr,
-            path: "/api/v1/auth/verify".into(),
-            creds: keys.clone(),
+            routes: vec![load::Route::new("/api/v1/auth/verify", keys)],
             conns: s.conns,
             warmup: Duration::from_millis(500),
             duration: Duration::from_secs(load_secs + 4),
