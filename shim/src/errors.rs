@@ -47,10 +47,8 @@ impl Prepared {
         let body_len = buf.len();
         let mut spans = Vec::with_capacity(headers.len());
         for (name, v) in headers {
-            if HeaderValue::from_str(v).is_ok() {
-                spans.push((HeaderName::from_static(name), buf.len()..buf.len() + v.len()));
-                buf.extend_from_slice(v.as_bytes());
-            }
+            spans.push((HeaderName::from_static(name), buf.len()..buf.len() + v.len()));
+            buf.extend_from_slice(v.as_bytes());
         }
         let buf = Bytes::from(buf);
         let mut head = HeaderMap::with_capacity(spans.len() + 2);
@@ -381,5 +379,25 @@ pub fn pool_error_text(err: &deadpool_postgres::PoolError) -> String {
     match err {
         deadpool_postgres::PoolError::Backend(e) => pg_error_text(e),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_answer_keeps_its_body_and_drops_unrepresentable_values() {
+        let p = Prepared::json(&json!({ "ok": true }), &[("x-a", "one"), ("x-bad", "line\nbreak"), ("x-b", "two")]);
+        for _ in 0..2 {
+            let res = p.response(StatusCode::OK);
+            let h = res.headers();
+            assert_eq!(h["x-a"], "one");
+            assert_eq!(h["x-b"], "two");
+            assert!(h.get("x-bad").is_none());
+            assert_eq!(h[CONTENT_TYPE], "application/json");
+            assert_eq!(h[CACHE_CONTROL], "no-store");
+        }
+        assert_eq!(p.body, Bytes::from_static(b"{\"ok\":true}"), "the body is the buffer's first part only");
     }
 }
