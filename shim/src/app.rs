@@ -42,3 +42,28 @@ pub struct Ctx {
     /// When the request must be answered by (body upload included).
     pub deadline: Instant,
 }
+
+#[cfg(test)]
+impl App {
+    /// An app whose database is unreachable (port 1): for tests of what runs
+    /// before any database work (routing, the server loop).
+    pub fn for_tests() -> App {
+        use std::time::Duration;
+        let pool = crate::db::pool("host=127.0.0.1 port=1", 1, Duration::from_secs(1)).unwrap();
+        let settings =
+            crate::replicas::Settings { max_lag: Duration::from_secs(1), confirm_rate: 1, pool_size: 1, db_timeout: Duration::from_secs(1) };
+        App {
+            reads: Arc::new(Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
+            pools: Pools { public: pool.clone(), admin: pool },
+            separate_admin_pool: false,
+            admin_token: None,
+            request_timeout: Duration::from_secs(1),
+            bench_routes: false,
+            request_ids: AtomicU64::new(0),
+            metrics: Some(Metrics::new()),
+            metrics_on_api: true,
+            grace: GraceSignals::new(None),
+            answers: None,
+        }
+    }
+}

@@ -247,31 +247,10 @@ pub async fn handle_metrics_listener(app: Arc<App>, req: Request<Incoming>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Pools;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn routes_and_methods() {
-        let pool = crate::db::pool("host=127.0.0.1 port=1", 1, std::time::Duration::from_secs(1)).unwrap();
-        let settings = crate::replicas::Settings {
-            max_lag: std::time::Duration::from_secs(1),
-            confirm_rate: 1,
-            pool_size: 1,
-            db_timeout: std::time::Duration::from_secs(1),
-        };
-        let app = App {
-            reads: Arc::new(crate::replicas::Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
-            pools: Pools { public: pool.clone(), admin: pool },
-            separate_admin_pool: false,
-            admin_token: None,
-            request_timeout: std::time::Duration::from_secs(1),
-            bench_routes: false,
-            request_ids: AtomicU64::new(0),
-            metrics: Some(crate::metrics::Metrics::new()),
-            metrics_on_api: true,
-            grace: crate::grace::GraceSignals::new(None),
-            answers: None,
-        };
+        let app = App::for_tests();
         let name = |m: Method, p: &str| route(&app, &m, p).map(|r| r.map(|r| r.name()));
         assert_eq!(name(Method::POST, "/api/v1/sessions"), Ok(Some("sessions.create")));
         assert_eq!(name(Method::GET, "/api/v1/sessions"), Err(POST));

@@ -253,6 +253,55 @@ impl Drop for GuardedIo {
 mod tests {
     use super::*;
 
+    /// The test server's routes: `/panic` panics, anything else answers 200.
+    async fn panicky(_: Arc<App>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
+        if req.uri().path() == "/panic" {
+            panic!("a handler bug");
+        }
+        hyper::Response::new(Body::new(bytes::Bytes::from_static(b"ok")))
+    }
+
+    /// Read one answer from a keep-alive connection: (status line, body).
+    async fn read_answer(stream: &mut TcpStream) -> (String, String) {
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await.expect("an answer in time").unwrap();
+            assert!(n > 0, "connection closed; read so far: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .expect("content-length");
+            if body.len() >= length {
+                return (head.lines().next().unwrap().to_string(), body.to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json_and_the_connection_lives_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(App::for_tests()), panicky, 8, Duration::from_secs(1), async {
+            let _ = stopped.await;
+        }));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let (status, body) = read_answer(&mut client).await;
+        assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "Internal server error");
+        // The same connection still serves the next request.
+        client.write_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        assert_eq!(read_answer(&mut client).await, ("HTTP/1.1 200 OK".to_string(), "ok".to_string()));
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
     #[test]
     fn bare_parse_error_answers_become_json() {
         let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
