@@ -82,9 +82,8 @@ pub async fn serve<H, F>(
             let app = app.clone();
             async move {
                 // The handler runs in the connection's task, where hyper polls
-                // it: no task of its own to allocate, schedule and wake (a
-                // spawned one was often run by the other worker thread, and
-                // cost every route about 4 µs of p50 and 6-13% throughput).
+                // it: no task of its own to allocate, schedule and wake (what
+                // a spawned one cost every route: README, Performance).
                 // A panic still becomes a 500 JSON answer, not a dropped
                 // connection. A client that hangs up cancels its request at
                 // the next await, as the request deadline already can: the
