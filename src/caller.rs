@@ -58,17 +58,13 @@ impl Caller {
                         Some(Value::Array(list)) => list.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
                         _ => Vec::new(),
                     };
-                    Ok(Caller {
-                        environment: v.environment,
-                        grace_expires_at: v.verified.grace_expires_at,
-                        scopes: Some(scopes),
-                    })
+                    Ok(Caller { environment: v.environment, grace_expires_at: v.verified.grace_expires_at, scopes: Some(scopes) })
                 }
                 Err(e) => Err(ApiAuthError::Unauthenticated(format!("Public access token refused: {}", e.code()))),
             },
-            CredentialKind::PublishableKey | CredentialKind::Unknown => Err(ApiAuthError::Unauthenticated(
-                "credential must be a secret key or a public access token".into(),
-            )),
+            CredentialKind::PublishableKey | CredentialKind::Unknown => {
+                Err(ApiAuthError::Unauthenticated("credential must be a secret key or a public access token".into()))
+            }
         }
     }
 

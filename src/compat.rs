@@ -72,8 +72,8 @@ mod reserved_prefix_14 {
         }
         let mut found: *const std::ffi::c_char = std::ptr::null();
         pg_sys::GetConfigOptionByName(name.as_ptr(), &mut found, true);
-        let defined = !found.is_null()
-            && pg_sys::GetConfigOptionFlags(name.as_ptr(), true) & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 == 0;
+        let defined =
+            !found.is_null() && pg_sys::GetConfigOptionFlags(name.as_ptr(), true) & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 == 0;
         if !defined {
             ereport!(
                 ERROR,

@@ -26,16 +26,24 @@ type EnvironmentRow = (
     TimestampWithTimeZone,
 );
 
-plan!(PARENT, true, [TEXTOID],
+plan!(
+    PARENT,
+    true,
+    [TEXTOID],
     "SELECT type, parent_environment_id IS NOT NULL, archived_at IS NOT NULL, project_id, organization_id \
-     FROM api_auth.runtime_environment WHERE id = $1 FOR KEY SHARE");
+     FROM api_auth.runtime_environment WHERE id = $1 FOR KEY SHARE"
+);
 
-plan!(INSERT, true, [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID],
+plan!(
+    INSERT,
+    true,
+    [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID],
     "INSERT INTO api_auth.runtime_environment \
        (id, slug, type, api_key, pk_api_key, parent_environment_id, branch_name, project_id, organization_id) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      RETURNING id, slug, type, api_key, pk_api_key, parent_environment_id, branch_name, \
-               project_id, organization_id, archived_at, created_at, updated_at");
+               project_id, organization_id, archived_at, created_at, updated_at"
+);
 
 fn optional_name<'a>(name: &str, v: Option<&'a str>) -> Result<Option<&'a str>> {
     if let Some(v) = v {
@@ -68,10 +76,7 @@ fn create(
 
     Spi::connect(|client| {
         let (api_key, pk_api_key) = match (parent, branch_name) {
-            (None, None) => (
-                Some(keys::generate_secret_key(kind)?),
-                Some(keys::generate_publishable_key(kind)?),
-            ),
+            (None, None) => (Some(keys::generate_secret_key(kind)?), Some(keys::generate_publishable_key(kind)?)),
             (None, Some(_)) => {
                 return Err(ApiAuthError::invalid("branch_name needs a parent_environment_id"));
             }
@@ -83,9 +88,10 @@ fn create(
                     return Err(ApiAuthError::invalid("a preview branch must have type PREVIEW"));
                 }
                 let rows = PARENT.run(client, &[parent.into()])?;
-                let row = rows.into_iter().next().ok_or_else(|| {
-                    ApiAuthError::NotFound(format!("parent environment \"{parent}\" not found"))
-                })?;
+                let row = rows
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ApiAuthError::NotFound(format!("parent environment \"{parent}\" not found")))?;
                 let parent_type: Option<String> = row.get(1)?;
                 if parent_type.as_deref() != Some("PREVIEW") || row.get::<bool>(2)? == Some(true) {
                     return Err(ApiAuthError::WrongState(format!(

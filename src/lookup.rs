@@ -112,18 +112,14 @@ pub fn environment_by_id(id: &str) -> Result<Option<Environment>> {
 fn grace(api_key: &str) -> Result<Option<Environment>> {
     let now = probe::now();
     let mut windows: Vec<(TimestampWithTimeZone, String, String)> = Vec::new();
-    probe::REVOKED_BY_API_KEY.scan(
-        &[Key::Equals(api_key)],
-        &[c"expires_at", c"id", c"runtime_environment_id"],
-        |row| {
-            if let (Some(expires_at), Some(id), Some(env_id)) = (row.timestamp(0), row.text(1), row.text(2)) {
-                if pg_sys::TimestampTz::from(expires_at) > now {
-                    windows.push((expires_at, id, env_id));
-                }
+    probe::REVOKED_BY_API_KEY.scan(&[Key::Equals(api_key)], &[c"expires_at", c"id", c"runtime_environment_id"], |row| {
+        if let (Some(expires_at), Some(id), Some(env_id)) = (row.timestamp(0), row.text(1), row.text(2)) {
+            if pg_sys::TimestampTz::from(expires_at) > now {
+                windows.push((expires_at, id, env_id));
             }
-            ControlFlow::<()>::Continue(())
-        },
-    )?;
+        }
+        ControlFlow::<()>::Continue(())
+    })?;
     windows.sort_by_key(|w| std::cmp::Reverse(pg_sys::TimestampTz::from(w.0)));
     for (expires_at, id, env_id) in windows {
         if let Some(env) = environment_by_id(&env_id)? {

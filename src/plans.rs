@@ -42,18 +42,11 @@ macro_rules! plan {
 
 impl Plan {
     /// Run the plan (preparing and keeping it on first use) and return its rows.
-    pub fn run<'conn>(
-        &self,
-        client: &SpiClient<'conn>,
-        args: &[DatumWithOid<'_>],
-    ) -> Result<SpiTupleTable<'conn>> {
+    pub fn run<'conn>(&self, client: &SpiClient<'conn>, args: &[DatumWithOid<'_>]) -> Result<SpiTupleTable<'conn>> {
         self.cell.with(|cell| {
             if cell.get().is_none() {
-                let prepared = if self.mutating {
-                    client.prepare_mut(self.sql, self.args)?
-                } else {
-                    client.prepare(self.sql, self.args)?
-                };
+                let prepared =
+                    if self.mutating { client.prepare_mut(self.sql, self.args)? } else { client.prepare(self.sql, self.args)? };
                 let _ = cell.set(prepared.keep());
             }
             let plan = cell.get().expect("plan was just kept");

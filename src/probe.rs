@@ -30,13 +30,11 @@ pub struct Index {
 }
 
 /// `runtime_environment (api_key)`, unique: the hot path of every secret-key lookup.
-pub static ENVIRONMENT_BY_API_KEY: Index =
-    Index { table: c"runtime_environment", name: c"runtime_environment_api_key_key" };
+pub static ENVIRONMENT_BY_API_KEY: Index = Index { table: c"runtime_environment", name: c"runtime_environment_api_key_key" };
 /// `runtime_environment (id)`: a token's subject, a grace row's environment.
 pub static ENVIRONMENT_BY_ID: Index = Index { table: c"runtime_environment", name: c"runtime_environment_pkey" };
 /// `runtime_environment (parent_environment_id, branch_name)`, unique: a preview branch.
-pub static BRANCH_BY_NAME: Index =
-    Index { table: c"runtime_environment", name: c"runtime_environment_branch_name_key" };
+pub static BRANCH_BY_NAME: Index = Index { table: c"runtime_environment", name: c"runtime_environment_branch_name_key" };
 /// `revoked_api_key (api_key)`: the grace fallback of a secret-key lookup.
 pub static REVOKED_BY_API_KEY: Index = Index { table: c"revoked_api_key", name: c"revoked_api_key_api_key_idx" };
 /// `revoked_api_key (runtime_environment_id, expires_at)`: the grace fallback of a token.
@@ -101,15 +99,9 @@ unsafe fn attnums(desc: pg_sys::TupleDesc, table: &CStr, names: &[&CStr]) -> Res
     // PgTupleDesc hides where each major version keeps the attribute array.
     let attrs = pgrx::PgTupleDesc::from_pg_unchecked(desc);
     for (n, name) in out.iter_mut().zip(names) {
-        let i = attrs
-            .iter()
-            .position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == *name)
-            .ok_or_else(|| {
-                ApiAuthError::Internal(format!(
-                    "api_auth.{} has no column {}",
-                    table.to_string_lossy(),
-                    name.to_string_lossy()
-                ))
+        let i =
+            attrs.iter().position(|a| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()) == *name).ok_or_else(|| {
+                ApiAuthError::Internal(format!("api_auth.{} has no column {}", table.to_string_lossy(), name.to_string_lossy()))
             })?;
         *n = i as i32 + 1;
     }
@@ -261,9 +253,7 @@ impl Index {
                         let text = pg_sys::cstring_to_text_with_len(text.as_ptr().cast(), text.len() as i32);
                         (pg_sys::BTEqualStrategyNumber, pg_sys::F_TEXTEQ, pg_sys::Datum::from(text))
                     }
-                    Key::After(t) => {
-                        (pg_sys::BTGreaterStrategyNumber, pg_sys::F_TIMESTAMPTZ_GT, pg_sys::Datum::from(t))
-                    }
+                    Key::After(t) => (pg_sys::BTGreaterStrategyNumber, pg_sys::F_TIMESTAMPTZ_GT, pg_sys::Datum::from(t)),
                 };
                 pg_sys::ScanKeyEntryInitialize(
                     scan_key,

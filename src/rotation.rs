@@ -19,14 +19,21 @@ use crate::settings;
 // the api_auth.rotation_grace_period setting; ROTATE then uses its end as is.
 // The window's end is compared, not the interval: '1 mon -29 days' is not
 // "negative" as an interval, yet can end before now.
-plan!(LOCK_ENVIRONMENT, true, [TEXTOID, INTERVALOID, FLOAT8OID],
+plan!(
+    LOCK_ENVIRONMENT,
+    true,
+    [TEXTOID, INTERVALOID, FLOAT8OID],
     "SELECT e.type, e.parent_environment_id IS NOT NULL, e.archived_at IS NOT NULL, \
             pg_catalog.now() + g.grace < pg_catalog.now(), pg_catalog.now() + g.grace \
      FROM api_auth.runtime_environment e, \
           LATERAL (SELECT coalesce($2, pg_catalog.make_interval(secs => $3)) AS grace) g \
-     WHERE e.id = $1 FOR UPDATE OF e");
+     WHERE e.id = $1 FOR UPDATE OF e"
+);
 
-plan!(ROTATE, true, [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID],
+plan!(
+    ROTATE,
+    true,
+    [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID],
     "WITH old AS ( \
         SELECT api_key FROM api_auth.runtime_environment WHERE id = $2 \
      ), revoked AS ( \
@@ -38,15 +45,23 @@ plan!(ROTATE, true, [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID],
         UPDATE api_auth.runtime_environment \
         SET api_key = $3, pk_api_key = $4, updated_at = pg_catalog.now() WHERE id = $2 \
      ) \
-     SELECT id FROM revoked");
+     SELECT id FROM revoked"
+);
 
-plan!(SET_EXPIRY, true, [TEXTOID, TIMESTAMPTZOID],
+plan!(
+    SET_EXPIRY,
+    true,
+    [TEXTOID, TIMESTAMPTZOID],
     "UPDATE api_auth.revoked_api_key SET expires_at = $2 WHERE id = $1 \
-     RETURNING id, runtime_environment_id, expires_at, created_at");
+     RETURNING id, runtime_environment_id, expires_at, created_at"
+);
 
 // One summary event per purge, beside the per-row `revoked_key_deleted` events
 // the audit trigger writes.
-plan!(PURGE, true, [INTERVALOID],
+plan!(
+    PURGE,
+    true,
+    [INTERVALOID],
     "WITH gone AS ( \
         DELETE FROM api_auth.revoked_api_key WHERE expires_at < pg_catalog.now() - $1 RETURNING 1 \
      ), counted AS (SELECT pg_catalog.count(*) AS n FROM gone), \
@@ -56,7 +71,8 @@ plan!(PURGE, true, [INTERVALOID],
                nullif(pg_catalog.current_setting('api_auth.audit_actor', true), ''), \
                pg_catalog.jsonb_build_object('removed', n, 'older_than', $1::text) \
         FROM counted \
-     ) SELECT n FROM counted");
+     ) SELECT n FROM counted"
+);
 
 // The purge's cutoff must not lie ahead (compared as times, like the grace window).
 plan!(CUTS_INTO_FUTURE, false, [INTERVALOID], "SELECT pg_catalog.now() - $1 > pg_catalog.now()");
@@ -68,9 +84,10 @@ fn rotate(environment_id: Option<&str>, grace: Option<Interval>) -> Result<Rotat
     let default_grace = settings::rotation_grace_seconds();
     Spi::connect(|client| {
         let rows = LOCK_ENVIRONMENT.run(client, &[environment_id.into(), grace.into(), default_grace.into()])?;
-        let row = rows.into_iter().next().ok_or_else(|| {
-            ApiAuthError::NotFound(format!("environment \"{environment_id}\" not found"))
-        })?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiAuthError::NotFound(format!("environment \"{environment_id}\" not found")))?;
         let kind: Option<String> = row.get(1)?;
         if row.get::<bool>(2)? == Some(true) {
             return Err(ApiAuthError::WrongState(format!(
@@ -83,9 +100,8 @@ fn rotate(environment_id: Option<&str>, grace: Option<Interval>) -> Result<Rotat
         if row.get::<bool>(4)? == Some(true) {
             return Err(ApiAuthError::invalid("grace must not be negative (its end would lie before now)"));
         }
-        let expires_at: TimestampWithTimeZone = row
-            .get(5)?
-            .ok_or_else(|| ApiAuthError::Internal("grace window has no end".into()))?;
+        let expires_at: TimestampWithTimeZone =
+            row.get(5)?.ok_or_else(|| ApiAuthError::Internal("grace window has no end".into()))?;
         let kind: EnvironmentType = kind
             .as_deref()
             .and_then(|k| k.parse().ok())
@@ -139,10 +155,7 @@ fn set_expiry(id: Option<&str>, expires_at: Option<TimestampWithTimeZone>) -> Re
     }
     Spi::connect(|client| {
         let rows = SET_EXPIRY.run(client, &[id.into(), expires_at.into()])?;
-        let row = rows
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiAuthError::NotFound(format!("revoked API key \"{id}\" not found")))?;
+        let row = rows.into_iter().next().ok_or_else(|| ApiAuthError::NotFound(format!("revoked API key \"{id}\" not found")))?;
         let missing = || ApiAuthError::Internal("revoked_api_key row has NULL columns".into());
         Ok((
             row.get(1)?.ok_or_else(missing)?,

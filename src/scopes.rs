@@ -23,9 +23,8 @@ pub fn parse_resources(resources: &Value) -> Result<Vec<Resource<'_>>> {
     list.iter()
         .map(|r| {
             let kind = r.get("type").and_then(Value::as_str).filter(|t| !t.is_empty());
-            let kind = kind.ok_or_else(|| {
-                ApiAuthError::invalid("every resource must be an object with a non-empty string \"type\"")
-            })?;
+            let kind =
+                kind.ok_or_else(|| ApiAuthError::invalid("every resource must be an object with a non-empty string \"type\""))?;
             let id = match r.get("id") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(id)) => Some(id.as_str()),

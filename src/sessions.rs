@@ -41,19 +41,27 @@ macro_rules! session_columns {
     };
 }
 
-plan!(INSERT, true,
+plan!(
+    INSERT,
+    true,
     [TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTARRAYOID, JSONBOID, TIMESTAMPTZOID],
     concat!(
         "INSERT INTO api_auth.session (id, runtime_environment_id, external_id, type, task_identifier, \
                                        trigger_config, tags, metadata, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (runtime_environment_id, external_id) DO NOTHING \
-         RETURNING ", session_columns!(), ", false"));
+         RETURNING ",
+        session_columns!(),
+        ", false"
+    )
+);
 
 macro_rules! find_session {
     () => {
         concat!(
-            "SELECT ", session_columns!(), ", closed_at IS NOT NULL OR expires_at <= pg_catalog.now() \
+            "SELECT ",
+            session_columns!(),
+            ", closed_at IS NOT NULL OR expires_at <= pg_catalog.now() \
              FROM api_auth.session WHERE runtime_environment_id = $1 AND (id = $2 OR external_id = $2) \
              ORDER BY id = $2 DESC LIMIT 1"
         )
@@ -209,9 +217,7 @@ fn create(
                     )));
                 }
                 if closed {
-                    return Err(ApiAuthError::WrongState(format!(
-                        "session \"{ext}\" is closed or expired"
-                    )));
+                    return Err(ApiAuthError::WrongState(format!("session \"{ext}\" is closed or expired")));
                 }
                 session
             }
@@ -261,7 +267,8 @@ fn create_session(
         name!(public_access_token, Option<String>),
     ),
 > {
-    let caller = named_environment(environment_id).map(|environment| Caller { environment, grace_expires_at: None, scopes: None });
+    let caller =
+        named_environment(environment_id).map(|environment| Caller { environment, grace_expires_at: None, scopes: None });
     let row = create(caller, session_type, task_identifier, trigger_config, external_id, tags, metadata, expires_at);
     TableIterator::once(row.or_report())
 }
@@ -357,8 +364,8 @@ fn get_session_as(
         name!(public_access_token, Option<String>),
     ),
 > {
-    let found = Caller::authenticate(credential, branch_name)
-        .and_then(|caller| get(&caller.environment.id, Some(&caller), session));
+    let found =
+        Caller::authenticate(credential, branch_name).and_then(|caller| get(&caller.environment.id, Some(&caller), session));
     TableIterator::new(found.or_report())
 }
 

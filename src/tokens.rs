@@ -11,13 +11,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use api_auth_core::expiration;
 use api_auth_core::tokens::{self, ClaimPolicy, TokenError, UnverifiedToken};
-use pgrx::prelude::*;
 use pgrx::callconv::{BoxRet, FcInfo};
 use pgrx::datum::Datum;
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pgrx_sql_entity_graph::metadata::{
     ArgumentError, ReturnsError, ReturnsRef, SqlMappingRef, SqlTranslatable, TypeOrigin,
 };
+use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{Map, Value};
 
@@ -118,13 +118,9 @@ fn verify_with_environment_keys(token: &UnverifiedToken<'_>, env: &SigningEnviro
         },
     )?;
     // Index order is expires_at ascending.
-    Ok(in_grace.into_iter().rev().find(|(_, key, _)| token.verify_signature(key.as_bytes())).map(
-        |(id, _, expires_at)| Verified {
-            matched_by: MatchedBy::Grace,
-            revoked_api_key_id: Some(id),
-            grace_expires_at: expires_at,
-        },
-    ))
+    Ok(in_grace.into_iter().rev().find(|(_, key, _)| token.verify_signature(key.as_bytes())).map(|(id, _, expires_at)| {
+        Verified { matched_by: MatchedBy::Grace, revoked_api_key_id: Some(id), grace_expires_at: expires_at }
+    }))
 }
 
 fn mint(
@@ -141,8 +137,7 @@ fn mint(
     if serde_json::to_vec(&claims).map_or(0, |v| v.len()) > MAX_CLAIMS_LEN {
         return Err(ApiAuthError::invalid(format!("claims must be at most {MAX_CLAIMS_LEN} bytes of JSON")));
     }
-    let exp = expiration::resolve(expiration.unwrap_or("1h"), now_epoch())
-        .map_err(|e| ApiAuthError::invalid(e.to_string()))?;
+    let exp = expiration::resolve(expiration.unwrap_or("1h"), now_epoch()).map_err(|e| ApiAuthError::invalid(e.to_string()))?;
     let Some(api_key) = api_key else { return Ok(None) };
     let Some(env) = lookup::find(api_key, branch_name)? else { return Ok(None) };
     let exp = cap_to_grace(exp, env.grace_expires_at);
@@ -244,8 +239,7 @@ unsafe impl SqlTranslatable for JsonbText {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(JsonbText);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: std::result::Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("jsonb"));
-    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
+    const RETURN_SQL: std::result::Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("jsonb")));
 }
 
 type ValidationRow = (
@@ -289,8 +283,7 @@ fn validate_public_jwt(
         name!(grace_expires_at, Option<TimestampWithTimeZone>),
     ),
 > {
-    let refused =
-        |e: TokenError| -> ValidationRow { (false, Some(e.code().to_owned()), None, None, None, None, None, None) };
+    let refused = |e: TokenError| -> ValidationRow { (false, Some(e.code().to_owned()), None, None, None, None, None, None) };
     let row = match token {
         None => refused(TokenError::Malformed),
         Some(token) => match validate(token).or_report() {

@@ -28,8 +28,7 @@ fn populate(db: &mut Client) -> Fixture {
     set_expiry(db, &first_revoked, "now() - interval '1 minute'");
     let grace_signed_token = sign_jwt(&serde_json::json!({"alg": "HS256", "typ": "JWT"}), &public_claims(&env), &second_key);
     let (current_key, _) = rotate(db, &env);
-    let minted_token: String =
-        db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&current_key]).unwrap().get(0);
+    let minted_token: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&current_key]).unwrap().get(0);
     let (parent, _) = create_environment(db, "preview", "PREVIEW");
     db.execute(
         "SELECT * FROM api_auth.create_environment('feature-x', 'PREVIEW', 'proj_1', 'org_1', $1, 'feature-x')",
@@ -37,11 +36,8 @@ fn populate(db: &mut Client) -> Fixture {
     )
     .unwrap();
     for ext in ["chat-1", "chat-2"] {
-        db.execute(
-            "SELECT * FROM api_auth.create_session($1, 'chat', 'foo', '{}', $2, ARRAY['t'], '{\"m\": 1}')",
-            &[&env, &ext],
-        )
-        .unwrap();
+        db.execute("SELECT * FROM api_auth.create_session($1, 'chat', 'foo', '{}', $2, ARRAY['t'], '{\"m\": 1}')", &[&env, &ext])
+            .unwrap();
     }
     Fixture { env, key_in_grace: second_key, expired_key: first_key, current_key, minted_token, grace_signed_token }
 }
@@ -123,11 +119,7 @@ fn plain_dump_restored_with_psql_keeps_everything() {
     let file = dir.join("dump.sql");
     run(Command::new(pg_tool("pg_dump")).arg("--dbname").arg(&src).arg("--file").arg(&file));
     let (_, dst) = empty_database("restored_plain");
-    run(Command::new(pg_tool("psql"))
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"])
-        .arg(&dst)
-        .arg("-f")
-        .arg(&file));
+    run(Command::new(pg_tool("psql")).args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"]).arg(&dst).arg("-f").arg(&file));
     check_restored(&before, &fx, &dst);
 }
 
@@ -162,11 +154,7 @@ fn data_only_dump_into_a_new_extension_keeps_everything() {
     let file = dir.join("data.sql");
     run(Command::new(pg_tool("pg_dump")).args(["--data-only", "--dbname"]).arg(&src).arg("--file").arg(&file));
     let dst = fresh_database("restored_data");
-    run(Command::new(pg_tool("psql"))
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"])
-        .arg(&dst)
-        .arg("-f")
-        .arg(&file));
+    run(Command::new(pg_tool("psql")).args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname"]).arg(&dst).arg("-f").arg(&file));
     check_restored(&before, &fx, &dst);
 }
 
@@ -214,17 +202,13 @@ fn children_restored_before_their_environments_are_held_then_placed() {
     let is_env_data = |l: &String| l.contains("TABLE DATA api_auth runtime_environment");
     let mut reordered: Vec<String> = lines.iter().filter(|l| !is_env_data(l)).cloned().collect();
     reordered.extend(lines.iter().filter(|l| is_env_data(l)).cloned());
-    let children = reordered.iter().position(|l| l.contains("TABLE DATA api_auth revoked_api_key")).expect("grace rows in the dump");
+    let children =
+        reordered.iter().position(|l| l.contains("TABLE DATA api_auth revoked_api_key")).expect("grace rows in the dump");
     let envs = reordered.iter().position(is_env_data).expect("environments in the dump");
     assert!(children < envs, "the list loads grace rows first");
     let list_file = dir.join("list.txt");
     std::fs::write(&list_file, reordered.join("\n")).unwrap();
     let (_, dst) = empty_database("restored_reordered");
-    run(Command::new(pg_tool("pg_restore"))
-        .args(["--exit-on-error", "-L"])
-        .arg(&list_file)
-        .arg("--dbname")
-        .arg(&dst)
-        .arg(&file));
+    run(Command::new(pg_tool("pg_restore")).args(["--exit-on-error", "-L"]).arg(&list_file).arg("--dbname").arg(&dst).arg(&file));
     check_restored(&before, &fx, &dst);
 }

@@ -80,7 +80,9 @@ fn garbage_in_clear_errors_out() {
         match (db.query(&sql, &[]), *want) {
             (Ok(rows), "empty") => {
                 let empty = rows.is_empty()
-                    || rows.len() == 1 && rows[0].len() == 1 && rows[0].try_get::<_, Option<String>>(0).map_or(false, |v| v.is_none());
+                    || rows.len() == 1
+                        && rows[0].len() == 1
+                        && rows[0].try_get::<_, Option<String>>(0).map_or(false, |v| v.is_none());
                 assert!(empty, "{sql}: expected no result, got {} rows", rows.len());
             }
             (Ok(_), "ok") => {}

@@ -22,8 +22,7 @@ fn concurrent_rotations_lose_no_key() {
     assert_eq!(issued.len(), total + 1);
     assert_eq!(issued.iter().collect::<HashSet<_>>().len(), issued.len(), "a key was issued twice");
 
-    let current: String =
-        db.query_one("SELECT api_key FROM api_auth.runtime_environment WHERE id = $1", &[&env]).unwrap().get(0);
+    let current: String = db.query_one("SELECT api_key FROM api_auth.runtime_environment WHERE id = $1", &[&env]).unwrap().get(0);
     let revoked: Vec<String> = db
         .query("SELECT api_key FROM api_auth.revoked_api_key WHERE runtime_environment_id = $1", &[&env])
         .unwrap()
@@ -61,10 +60,7 @@ fn concurrent_session_creation_is_idempotent() {
 
 /// Run `work` on CONNECTIONS connections at once (released together by a
 /// barrier, so the calls really overlap); the results in connection order.
-fn on_every_connection<T: Send + 'static>(
-    dsn: &str,
-    work: impl Fn(&mut Client) -> T + Send + Sync + 'static,
-) -> Vec<T> {
+fn on_every_connection<T: Send + 'static>(dsn: &str, work: impl Fn(&mut Client) -> T + Send + Sync + 'static) -> Vec<T> {
     let (barrier, work) = (Arc::new(Barrier::new(CONNECTIONS)), Arc::new(work));
     let workers: Vec<_> = (0..CONNECTIONS)
         .map(|_| {

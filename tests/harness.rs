@@ -9,18 +9,15 @@ pub use postgres::{Client, NoTls};
 
 /// The superuser DSN of the test cluster.
 pub fn admin_dsn() -> String {
-    std::env::var("API_AUTH_TEST_DSN").expect(
-        "API_AUTH_TEST_DSN is not set: run the suites through scripts/test.sh, which starts the test cluster",
-    )
+    std::env::var("API_AUTH_TEST_DSN")
+        .expect("API_AUTH_TEST_DSN is not set: run the suites through scripts/test.sh, which starts the test cluster")
 }
 
 /// The folder of the PostgreSQL client and server programs (`pg_dump`,
 /// `pg_restore`, `psql`, ...) matching the test cluster: `API_AUTH_PG_BINDIR`,
 /// else Debian's PostgreSQL 15.
 pub fn pg_bindir() -> std::path::PathBuf {
-    std::env::var_os("API_AUTH_PG_BINDIR")
-        .map(Into::into)
-        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+    std::env::var_os("API_AUTH_PG_BINDIR").map(Into::into).unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
 }
 
 /// The major version of the test cluster's server (14, 15, ... 18).
@@ -31,16 +28,14 @@ pub fn server_major(db: &mut Client) -> i32 {
 
 /// Replace (or add) `dbname=` in a key=value DSN.
 pub fn with_dbname(dsn: &str, db: &str) -> String {
-    let mut parts: Vec<String> =
-        dsn.split_whitespace().filter(|p| !p.starts_with("dbname=")).map(str::to_owned).collect();
+    let mut parts: Vec<String> = dsn.split_whitespace().filter(|p| !p.starts_with("dbname=")).map(str::to_owned).collect();
     parts.push(format!("dbname={db}"));
     parts.join(" ")
 }
 
 /// Replace (or add) `user=` in a key=value DSN.
 pub fn with_user(dsn: &str, user: &str) -> String {
-    let mut parts: Vec<String> =
-        dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
+    let mut parts: Vec<String> = dsn.split_whitespace().filter(|p| !p.starts_with("user=")).map(str::to_owned).collect();
     parts.push(format!("user={user}"));
     parts.join(" ")
 }
@@ -83,9 +78,8 @@ pub fn create_environment(db: &mut Client, slug: &str, kind: &str) -> (String, S
 
 /// Rotate; returns (new api_key, revoked_api_key_id).
 pub fn rotate(db: &mut Client, env_id: &str) -> (String, String) {
-    let row = db
-        .query_one("SELECT api_key, revoked_api_key_id FROM api_auth.rotate_api_key($1)", &[&env_id])
-        .expect("rotate_api_key");
+    let row =
+        db.query_one("SELECT api_key, revoked_api_key_id FROM api_auth.rotate_api_key($1)", &[&env_id]).expect("rotate_api_key");
     (row.get(0), row.get(1))
 }
 
@@ -299,19 +293,13 @@ impl Standby<'_> {
     /// Wait until the standby has replayed everything the primary has flushed
     /// now; panics after `within`.
     pub fn wait_caught_up(&self, within: std::time::Duration) {
-        let target: String = self
-            .primary
-            .connect()
-            .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-            .expect("primary LSN")
-            .get(0);
+        let target: String =
+            self.primary.connect().query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).expect("primary LSN").get(0);
         let mut standby = self.connect();
         let start = std::time::Instant::now();
         loop {
-            let done: bool = standby
-                .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&target])
-                .expect("replay LSN")
-                .get(0);
+            let done: bool =
+                standby.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&target]).expect("replay LSN").get(0);
             if done {
                 return;
             }
@@ -339,12 +327,7 @@ impl Drop for PrivateCluster {
 /// what a backup (tests/backup.rs) or a pg_upgrade (tests/pg_upgrade.rs) must keep.
 pub fn snapshot(db: &mut Client) -> Vec<String> {
     let mut out = Vec::new();
-    for (table, order) in [
-        ("runtime_environment", "id"),
-        ("revoked_api_key", "id"),
-        ("session", "id"),
-        ("audit_event", "id"),
-    ] {
+    for (table, order) in [("runtime_environment", "id"), ("revoked_api_key", "id"), ("session", "id"), ("audit_event", "id")] {
         let rows = db
             .query(&format!("SELECT t::text FROM api_auth.{table} t ORDER BY {order}"), &[])
             .unwrap_or_else(|e| panic!("read {table}: {e}"));

@@ -44,7 +44,11 @@ fn every_change_that_alters_an_answer_notifies_at_commit() {
     };
     let mut family = vec![env.clone(), branch.clone()];
     family.sort();
-    assert_eq!(both(received(&mut listener)), family, "rotation + expiry change, folded; the branch signs with the parent's keys");
+    assert_eq!(
+        both(received(&mut listener)),
+        family,
+        "rotation + expiry change, folded; the branch signs with the parent's keys"
+    );
 
     set_expiry(&mut db, &revoked, "now() - interval '30 days'");
     assert_eq!(both(received(&mut listener)), family, "grace ended");

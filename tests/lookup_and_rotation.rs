@@ -17,7 +17,10 @@ fn seed_test_plan() {
     assert_eq!(lookup(&mut db, &k1, None), Some((env.clone(), "grace".into())), "old key in grace");
     // The grace hit names the revoked row and returns the canonical (new) key.
     let row = db
-        .query_one("SELECT api_key, revoked_api_key_id, grace_expires_at > now() FROM api_auth.find_environment_by_api_key($1)", &[&k1])
+        .query_one(
+            "SELECT api_key, revoked_api_key_id, grace_expires_at > now() FROM api_auth.find_environment_by_api_key($1)",
+            &[&k1],
+        )
         .unwrap();
     assert_eq!(row.get::<_, String>(0), k2);
     assert_eq!(row.get::<_, String>(1), revoked);
@@ -234,10 +237,7 @@ fn lookups_follow_table_changes_and_reinstalls_in_the_same_session() {
          ALTER TABLE api_auth.revoked_api_key ADD COLUMN reason text DEFAULT 'rotated';",
     )
     .unwrap();
-    let slug: String = db
-        .query_one("SELECT slug FROM api_auth.find_environment_by_api_key($1)", &[&key2])
-        .unwrap()
-        .get(0);
+    let slug: String = db.query_one("SELECT slug FROM api_auth.find_environment_by_api_key($1)", &[&key2]).unwrap().get(0);
     assert_eq!(slug, "prod");
     assert_eq!(lookup(&mut db, &key, None), Some((env.clone(), "grace".into())));
 

@@ -19,9 +19,7 @@ use std::process::Command;
 use api_auth_tests::*;
 
 fn env_path(name: &str) -> PathBuf {
-    std::env::var_os(name)
-        .unwrap_or_else(|| panic!("{name} is not set: run this test through scripts/pg-upgrade-test.sh"))
-        .into()
+    std::env::var_os(name).unwrap_or_else(|| panic!("{name} is not set: run this test through scripts/pg-upgrade-test.sh")).into()
 }
 
 /// Run a PostgreSQL program as the `postgres` user (initdb and the server
@@ -94,13 +92,22 @@ impl Cluster {
             c.run.display()
         );
         use std::io::Write;
-        std::fs::OpenOptions::new().append(true).open(c.data.join("postgresql.conf")).unwrap().write_all(conf.as_bytes()).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(c.data.join("postgresql.conf"))
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
         c
     }
 
     fn start(&self, home: &Path) {
         let log = self.data.with_extension("log");
-        run_as_postgres(home, &self.bin.join("pg_ctl"), &["-D", self.data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"]);
+        run_as_postgres(
+            home,
+            &self.bin.join("pg_ctl"),
+            &["-D", self.data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
     }
 
     fn stop(&self, home: &Path) {
@@ -139,8 +146,7 @@ fn pg_upgrade_keeps_keys_grace_windows_sessions_and_tokens() {
     admin.batch_execute("CREATE DATABASE app").unwrap();
     let mut db = connect(&old.dsn("app"));
     db.batch_execute("CREATE EXTENSION api_auth").unwrap();
-    let version: String =
-        db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'api_auth'", &[]).unwrap().get(0);
+    let version: String = db.query_one("SELECT extversion FROM pg_extension WHERE extname = 'api_auth'", &[]).unwrap().get(0);
 
     let (prod, prod_k1) = create_environment(&mut db, "prod", "PRODUCTION");
     let (prod_k2, prod_r1) = rotate(&mut db, &prod); // k1 in grace, ends in 24 h
@@ -168,8 +174,7 @@ fn pg_upgrade_keeps_keys_grace_windows_sessions_and_tokens() {
         )
         .unwrap()
         .get(0);
-    let session2: String =
-        db.query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'other')", &[&stg]).unwrap().get(0);
+    let session2: String = db.query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'other')", &[&stg]).unwrap().get(0);
     // A token minted with a key in grace (signed with the current key), and one with the current key.
     let token_grace: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&prod_k2]).unwrap().get(0);
     let token_stg: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&stg_k2]).unwrap().get(0);
@@ -260,13 +265,9 @@ fn pg_upgrade_keeps_keys_grace_windows_sessions_and_tokens() {
     assert_eq!((v.0, v.2.as_deref()), (true, Some(stg.as_str())), "{v:?}");
 
     // Sessions read back.
-    let tags: Vec<String> = db
-        .query_one("SELECT tags FROM api_auth.get_session($1, $2)", &[&prod, &session])
-        .unwrap()
-        .get(0);
+    let tags: Vec<String> = db.query_one("SELECT tags FROM api_auth.get_session($1, $2)", &[&prod, &session]).unwrap().get(0);
     assert_eq!(tags, vec!["a".to_owned(), "b".to_owned()]);
-    let by_external: String =
-        db.query_one("SELECT id FROM api_auth.get_session($1, 'ext-1')", &[&prod]).unwrap().get(0);
+    let by_external: String = db.query_one("SELECT id FROM api_auth.get_session($1, 'ext-1')", &[&prod]).unwrap().get(0);
     assert_eq!(by_external, session);
     assert_eq!(db.query("SELECT 1 FROM api_auth.get_session($1, $2)", &[&stg, &session2]).unwrap().len(), 1);
 
@@ -279,8 +280,7 @@ fn pg_upgrade_keeps_keys_grace_windows_sessions_and_tokens() {
     assert!(audits_after > audits_before, "the rotation is audited");
     let minted: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&prod_k3]).unwrap().get(0);
     assert!(signed_with(&minted, &prod_k4), "minted with the newest key");
-    let ended: i64 =
-        db.query_one("SELECT count(*) FROM api_auth.revoked_api_key WHERE id = $1", &[&prod_r3]).unwrap().get(0);
+    let ended: i64 = db.query_one("SELECT count(*) FROM api_auth.revoked_api_key WHERE id = $1", &[&prod_r3]).unwrap().get(0);
     assert_eq!(ended, 1);
     // A new environment after the upgrade, too.
     let (_, fresh_key) = create_environment(&mut db, "after", "PRODUCTION");

@@ -45,7 +45,10 @@ fn parent_key_plus_branch_finds_the_branch() {
     let row = db
         .query_one("SELECT id, api_key, matched_by FROM api_auth.find_environment_by_api_key($1, 'feature-x')", &[&pk])
         .unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2)), (feature.clone(), pk2.clone(), "grace".into()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2)),
+        (feature.clone(), pk2.clone(), "grace".into())
+    );
 
     // A branch has no key of its own to rotate.
     let err = db.query("SELECT * FROM api_auth.rotate_api_key($1)", &[&feature]).unwrap_err();
@@ -60,10 +63,7 @@ fn branch_tokens_validate_against_the_parents_keys() {
     let (_, mut db) = fresh("branch_tokens");
     let (parent, pk) = create_environment(&mut db, "preview", "PREVIEW");
     let feature = branch(&mut db, &parent, "feature-x");
-    let t: String = db
-        .query_one("SELECT api_auth.mint_public_jwt($1, '{}', '1h', 'feature-x')", &[&pk])
-        .unwrap()
-        .get(0);
+    let t: String = db.query_one("SELECT api_auth.mint_public_jwt($1, '{}', '1h', 'feature-x')", &[&pk]).unwrap().get(0);
     assert_eq!(jwt_part(&t, 1)["sub"], feature.as_str());
     assert!(signed_with(&t, &pk), "signed with the parent's key");
     assert_eq!(validate(&mut db, &t), (true, None, Some(feature.clone()), Some("current".into()), None));
@@ -95,10 +95,26 @@ fn creating_branches_checks_the_parent() {
     let (prod, _) = create_environment(&mut db, "prod", "PRODUCTION");
     branch(&mut db, &parent, "a");
     let cases: [(&str, &[&(dyn postgres::types::ToSql + Sync)], &str); 6] = [
-        ("SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => $1, branch_name => 'a')", &[&parent], "23505"),
-        ("SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => $1, branch_name => 'x')", &[&prod], "55000"),
-        ("SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => 'env_nope', branch_name => 'x')", &[], "P0002"),
-        ("SELECT * FROM api_auth.create_environment('b', 'PRODUCTION', parent_environment_id => $1, branch_name => 'x')", &[&parent], "22023"),
+        (
+            "SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => $1, branch_name => 'a')",
+            &[&parent],
+            "23505",
+        ),
+        (
+            "SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => $1, branch_name => 'x')",
+            &[&prod],
+            "55000",
+        ),
+        (
+            "SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => 'env_nope', branch_name => 'x')",
+            &[],
+            "P0002",
+        ),
+        (
+            "SELECT * FROM api_auth.create_environment('b', 'PRODUCTION', parent_environment_id => $1, branch_name => 'x')",
+            &[&parent],
+            "22023",
+        ),
         ("SELECT * FROM api_auth.create_environment('b', 'PREVIEW', branch_name => 'x')", &[], "22023"),
         ("SELECT * FROM api_auth.create_environment('b', 'PREVIEW', parent_environment_id => $1)", &[&parent], "22023"),
     ];

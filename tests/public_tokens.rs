@@ -4,9 +4,7 @@ use api_auth_tests::*;
 use serde_json::json;
 
 fn mint(db: &mut Client, key: &str, claims: &str, expiration: &str) -> Option<String> {
-    db.query_one("SELECT api_auth.mint_public_jwt($1, $2::text::jsonb, $3)", &[&key, &claims, &expiration])
-        .unwrap()
-        .get(0)
+    db.query_one("SELECT api_auth.mint_public_jwt($1, $2::text::jsonb, $3)", &[&key, &claims, &expiration]).unwrap().get(0)
 }
 
 #[test]
@@ -40,7 +38,8 @@ fn tokens_survive_rotation_through_the_revoked_fallback() {
 fn claims_of_minted_tokens() {
     let (_, mut db) = fresh("tok_claims");
     let (env, k) = create_environment(&mut db, "dev", "DEVELOPMENT");
-    let t = mint(&mut db, &k, r#"{"scopes":["write:tasks:foo"],"sub":"env_evil","pub":false,"realtime":{"x":1}}"#, "15m").unwrap();
+    let t =
+        mint(&mut db, &k, r#"{"scopes":["write:tasks:foo"],"sub":"env_evil","pub":false,"realtime":{"x":1}}"#, "15m").unwrap();
     let c = jwt_part(&t, 1);
     assert_eq!(c["sub"], env.as_str(), "sub cannot be overridden");
     assert_eq!(c["pub"], true);
@@ -86,9 +85,7 @@ fn mint_refuses_bad_arguments() {
         ("{}", "400d"),
         ("{}", "1"),
     ] {
-        let err = db
-            .query("SELECT api_auth.mint_public_jwt($1, $2::text::jsonb, $3)", &[&k, &claims, &exp])
-            .unwrap_err();
+        let err = db.query("SELECT api_auth.mint_public_jwt($1, $2::text::jsonb, $3)", &[&k, &claims, &exp]).unwrap_err();
         assert_eq!(sqlstate(&err), "22023", "{claims} {exp}: {}", db_message(&err));
         assert!(!db_message(&err).contains(&k), "error echoes the key");
     }

@@ -28,14 +28,14 @@ fn the_dba_session_runs_as_written() {
     assert!(out.status.success(), "psql failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     // The story the comments tell, checked against what psql printed.
     for expected in [
-        "|prod|current",                 // the key finds it
-        "|grace|rak_",                   // the old key, as a grace hit
-        "prod|tr_prod_",                 // grace_windows, masked
-        "t|env_",                        // the old key's token validates...
-        "|current\n",                    // ...signed with the new key
-        "old_key_hits\n0",               // ended now: refused
+        "|prod|current",   // the key finds it
+        "|grace|rak_",     // the old key, as a grace hit
+        "prod|tr_prod_",   // grace_windows, masked
+        "t|env_",          // the old key's token validates...
+        "|current\n",      // ...signed with the new key
+        "old_key_hits\n0", // ended now: refused
         "in_grace\n0",
-        "grace\n",                       // extended: back again
+        "grace\n", // extended: back again
         "authorize\nt",
     ] {
         assert!(stdout.contains(expected), "psql output lacks {expected:?}:\n{stdout}");

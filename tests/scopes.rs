@@ -38,10 +38,8 @@ fn authorize_table() {
     ];
     for (scopes, action, resources, want) in cases {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let got: bool = db
-            .query_one("SELECT api_auth.authorize($1, $2, $3::text::jsonb)", &[&scopes, action, resources])
-            .unwrap()
-            .get(0);
+        let got: bool =
+            db.query_one("SELECT api_auth.authorize($1, $2, $3::text::jsonb)", &[&scopes, action, resources]).unwrap().get(0);
         assert_eq!(got, *want, "{scopes:?} {action} {resources}");
     }
 }
@@ -60,18 +58,14 @@ fn authorize_refuses_malformed_arguments() {
         (None, Some("[]"), "22004"),
         (Some("write"), None, "22004"),
     ] {
-        let err = db
-            .query("SELECT api_auth.authorize($1, $2, $3::text::jsonb)", &[&scopes, &action, &resources])
-            .unwrap_err();
+        let err = db.query("SELECT api_auth.authorize($1, $2, $3::text::jsonb)", &[&scopes, &action, &resources]).unwrap_err();
         assert_eq!(sqlstate(&err), want, "{action:?} {resources:?}");
     }
     let many: String = format!("[{}]", vec![r#"{"type":"t"}"#; 65].join(","));
     let err = db.query("SELECT api_auth.authorize($1, 'write', $2::text::jsonb)", &[&scopes, &many]).unwrap_err();
     assert_eq!(sqlstate(&err), "22023");
-    let null_scopes: bool = db
-        .query_one("SELECT api_auth.authorize(NULL, 'write', '[{\"type\": \"tasks\"}]')", &[])
-        .unwrap()
-        .get(0);
+    let null_scopes: bool =
+        db.query_one("SELECT api_auth.authorize(NULL, 'write', '[{\"type\": \"tasks\"}]')", &[]).unwrap().get(0);
     assert!(!null_scopes, "NULL scopes grant nothing");
     let null_elems: bool = db
         .query_one("SELECT api_auth.authorize(ARRAY[NULL, 'write:tasks'], 'write', '[{\"type\": \"tasks\"}]')", &[])

@@ -58,14 +58,14 @@ fn client_role_can_authenticate_but_not_read_keys_or_rotate() {
     assert_eq!(row.get::<_, String>(1), env);
     let got: String = client.query_one("SELECT id FROM api_auth.get_session_as($1, 'c1')", &[&k1]).unwrap().get(0);
     assert_eq!(got, row.get::<_, String>(0));
-    let err = client.query("SELECT * FROM api_auth.create_session_as('tr_prod_unknownunknownunknown', 'chat', 'foo')", &[]).unwrap_err();
+    let err = client
+        .query("SELECT * FROM api_auth.create_session_as('tr_prod_unknownunknownunknown', 'chat', 'foo')", &[])
+        .unwrap_err();
     assert_eq!(sqlstate(&err), "28000", "{}", db_message(&err));
 
     // A key in grace never reveals its successor to a client...
-    let shown: Option<String> = client
-        .query_one("SELECT api_key FROM api_auth.find_environment_by_api_key($1)", &[&k1])
-        .unwrap()
-        .get(0);
+    let shown: Option<String> =
+        client.query_one("SELECT api_key FROM api_auth.find_environment_by_api_key($1)", &[&k1]).unwrap().get(0);
     assert_eq!(shown, None);
     // ...but an admin sees the canonical key.
     let mut admin = connect(&login_as(&dsn, &mut db, "api_auth_admin"));
@@ -294,10 +294,7 @@ fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
     old.batch_execute(&format!("CREATE EXTENSION api_auth VERSION '{from}'")).unwrap();
     let (env, k1) = create_environment(&mut old, "prod", "PRODUCTION");
     let (k2, revoked) = rotate(&mut old, &env);
-    let token: String = old
-        .query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k1])
-        .unwrap()
-        .get(0);
+    let token: String = old.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&k1]).unwrap().get(0);
     let session: String = old
         .query_one("SELECT id FROM api_auth.create_session($1, 'chat', 'foo', external_id => 'chat-1')", &[&env])
         .unwrap()
@@ -312,10 +309,7 @@ fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
     let trail_after: Vec<String> =
         old.query("SELECT a::text FROM api_auth.audit_event a ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(trail_after, trail_before, "the upgrade keeps the audit trail as it was");
-    let got: String = old
-        .query_one("SELECT id FROM api_auth.get_session_as($1, 'chat-1')", &[&k2])
-        .unwrap()
-        .get(0);
+    let got: String = old.query_one("SELECT id FROM api_auth.get_session_as($1, 'chat-1')", &[&k2]).unwrap().get(0);
     assert_eq!(got, session, "a session created before the upgrade is found after it");
     assert_eq!(lookup(&mut old, &k1, None), Some((env.clone(), "grace".into())), "grace row survives");
     assert_eq!(lookup(&mut old, &k2, None), Some((env.clone(), "current".into())));
@@ -323,10 +317,8 @@ fn upgrade_keeps_keys_and_matches_a_fresh_install(from: &str) {
     assert!(v.0, "a token minted before the upgrade still validates: {v:?}");
     set_expiry(&mut old, &revoked, "now()");
     assert_eq!(lookup(&mut old, &k1, None), None, "expiry after the upgrade ends the window");
-    let audited: i64 = old
-        .query_one("SELECT count(*) FROM api_auth.audit_event WHERE action = 'expiry_changed'", &[])
-        .unwrap()
-        .get(0);
+    let audited: i64 =
+        old.query_one("SELECT count(*) FROM api_auth.audit_event WHERE action = 'expiry_changed'", &[]).unwrap().get(0);
     assert_eq!(audited, 1, "the upgraded install audits");
 
     let (upgraded, installed) = (catalog(&mut old), catalog(&mut fresh_db));
@@ -364,10 +356,8 @@ fn upgrade_from_every_earlier_release_keeps_keys_and_matches_a_fresh_install() {
     let releases = earlier_releases();
     assert!(releases.len() >= 2, "frozen releases in sql/: {releases:?}");
     let mut db = connect(&admin_dsn());
-    let current: String = db
-        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'api_auth'", &[])
-        .unwrap()
-        .get(0);
+    let current: String =
+        db.query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'api_auth'", &[]).unwrap().get(0);
     let mut tested = 0;
     for from in releases.iter().filter(|v| **v != current) {
         upgrade_keeps_keys_and_matches_a_fresh_install(from);

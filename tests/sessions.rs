@@ -52,9 +52,8 @@ fn repeat_on_closed_or_expired_session_is_refused() {
     )
     .unwrap();
     for ext in ["closed", "expired"] {
-        let err = db
-            .query("SELECT * FROM api_auth.create_session($1, 'chat', 'foo', external_id => $2)", &[&env, &ext])
-            .unwrap_err();
+        let err =
+            db.query("SELECT * FROM api_auth.create_session($1, 'chat', 'foo', external_id => $2)", &[&env, &ext]).unwrap_err();
         assert_eq!(sqlstate(&err), "55000", "{ext}");
     }
 }

@@ -17,7 +17,10 @@ fn minting_with_a_key_in_grace_is_capped_at_its_window() {
     let (_, revoked) = rotate(&mut db, &env);
     set_expiry(&mut db, &revoked, "now() + interval '2 hours'");
     let end: i64 = db
-        .query_one("SELECT floor(extract(epoch FROM expires_at))::bigint FROM api_auth.revoked_api_key WHERE id = $1", &[&revoked])
+        .query_one(
+            "SELECT floor(extract(epoch FROM expires_at))::bigint FROM api_auth.revoked_api_key WHERE id = $1",
+            &[&revoked],
+        )
         .unwrap()
         .get(0);
     let token: String = db.query_one("SELECT api_auth.mint_public_jwt($1, '{}', '30d')", &[&old]).unwrap().get(0);
@@ -57,8 +60,10 @@ fn sessions_belong_to_their_task() {
     assert_eq!(sqlstate(&err), "42501");
     assert!(db_message(&err).contains("'read:tasks:bar'"), "{}", db_message(&err));
     // A token for bar's task (or the session itself) reads it.
-    let bar: String = db.query_one("SELECT api_auth.mint_public_jwt($1, '{\"scopes\": [\"read:tasks:bar\"]}')", &[&key]).unwrap().get(0);
-    let task: String = db.query_one("SELECT task_identifier FROM api_auth.get_session_as($1, 'chat-42')", &[&bar]).unwrap().get(0);
+    let bar: String =
+        db.query_one("SELECT api_auth.mint_public_jwt($1, '{\"scopes\": [\"read:tasks:bar\"]}')", &[&key]).unwrap().get(0);
+    let task: String =
+        db.query_one("SELECT task_identifier FROM api_auth.get_session_as($1, 'chat-42')", &[&bar]).unwrap().get(0);
     assert_eq!(task, "bar");
     // A token without write scope for its task creates nothing.
     let err = db.query(create, &[&bar, &"chat", &"baz"]).unwrap_err();
@@ -86,7 +91,10 @@ fn external_ids_and_minted_scopes_follow_the_scope_grammar() {
         assert!(db_message(&err).contains("external_id must be 1 to 256 characters of"), "{}", db_message(&err));
     }
     let ok: String = db
-        .query_one("SELECT external_id FROM api_auth.create_session_as($1, 'chat', 'foo', external_id => 'user@example.com/chat:1')", &[&key])
+        .query_one(
+            "SELECT external_id FROM api_auth.create_session_as($1, 'chat', 'foo', external_id => 'user@example.com/chat:1')",
+            &[&key],
+        )
         .unwrap()
         .get(0);
     assert_eq!(ok, "user@example.com/chat:1");
@@ -160,7 +168,14 @@ fn direct_updates_and_deletes_of_environments_are_audited_without_keys() {
     let actions: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
         actions,
-        ["environment_created", "key_rotated", "environment_updated", "environment_updated", "environment_deleted", "revoked_key_deleted"],
+        [
+            "environment_created",
+            "key_rotated",
+            "environment_updated",
+            "environment_updated",
+            "environment_deleted",
+            "revoked_key_deleted"
+        ],
         "{events:?}"
     );
     assert_eq!(events[2].1.as_deref(), Some(r#"["api_key"]"#));

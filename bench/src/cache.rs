@@ -54,10 +54,7 @@ fn connect(dsn: &str) -> Result<postgres::Client, String> {
 /// One series of the shim's `/metrics`.
 fn metric(addr: SocketAddr, series: &str) -> Result<f64, String> {
     let text = load::get_text(addr, "/metrics")?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
-        .unwrap_or(0.0))
+    Ok(text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0))
 }
 
 fn wait_live(addr: SocketAddr) -> Result<Duration, String> {
@@ -160,9 +157,22 @@ pub fn run(smoke: bool) -> Result<(), String> {
     // 130 misses per route per round (0.25%), which alone move a p99. Steady state is one
     // miss per credential per max-age; the figures here are of answers from
     // memory, and the misses they still met are counted beside them.
-    let a = start_server("shim-cached", shim(cached, &["--cache-max-age", "3600"]), cached, &work.join("shim-cached.log"), "/healthz")?;
-    let b = start_server("shim-uncached", shim(uncached, &["--cache-size", "0"]), uncached, &work.join("shim-uncached.log"), "/healthz");
-    let c = start_server("shim-small-cache", shim(small, &["--cache-size", "10"]), small, &work.join("shim-small.log"), "/healthz");
+    let a = start_server(
+        "shim-cached",
+        shim(cached, &["--cache-max-age", "3600"]),
+        cached,
+        &work.join("shim-cached.log"),
+        "/healthz",
+    )?;
+    let b = start_server(
+        "shim-uncached",
+        shim(uncached, &["--cache-size", "0"]),
+        uncached,
+        &work.join("shim-uncached.log"),
+        "/healthz",
+    );
+    let c =
+        start_server("shim-small-cache", shim(small, &["--cache-size", "10"]), small, &work.join("shim-small.log"), "/healthz");
     let result = match (b, c) {
         (Ok(b), Ok(c)) => {
             let r = measure(&s, [cached, uncached, small], &hot, &tokens, &cold, &trials, &mut db_client);
@@ -193,7 +203,11 @@ fn print_table(doc: &Value, conns: usize) {
         "Answer cache (issue 14; same run, {conns} connections, {}; ratios are medians of per-round ratios)",
         crate::scheduler_label(&doc["machine"])
     );
-    println!("  GET /healthz (floor, no database)     {:>9.0} req/s  p99 {:>6.0} us", f(&t["healthz_rps"]), f(&t["healthz_p99_us"]));
+    println!(
+        "  GET /healthz (floor, no database)     {:>9.0} req/s  p99 {:>6.0} us",
+        f(&t["healthz_rps"]),
+        f(&t["healthz_p99_us"])
+    );
     for (name, kind) in [("verify, secret key, cached", "key"), ("verify, public token, cached", "token")] {
         println!(
             "  {name:<37} {:>9.0} req/s  p99 {:>6.0} us   vs floor {:.2}x  (target >= 0.80; p99 compared at equal load below)",
@@ -296,7 +310,14 @@ fn measure(
         }
         for (name, spec) in runs {
             let r = load::run(&spec);
-            log(format!("  cache round {}/{} {name:<14} {:>8.0} req/s  p99 {:>6.0} us  errors {}", round + 1, s.runs, r.rps, r.p99_us, r.errors));
+            log(format!(
+                "  cache round {}/{} {name:<14} {:>8.0} req/s  p99 {:>6.0} us  errors {}",
+                round + 1,
+                s.runs,
+                r.rps,
+                r.p99_us,
+                r.errors
+            ));
             if r.errors > 0 || r.requests == 0 {
                 return Err(format!("{name}: {} errors of {} requests (first: {:?})", r.errors, r.requests, r.first_error));
             }
@@ -325,7 +346,11 @@ fn measure(
         let misses_before = misses("key")? + misses("token")?;
         let mut rounds: Vec<Vec<load::LoadResult>> = Vec::new();
         for round in 0..s.runs {
-            let r = load::run_mixed(&load::LoadSpec { rate: Some(rate), routes: routes.clone(), ..spec(cached, "/healthz", &none, s.secs) });
+            let r = load::run_mixed(&load::LoadSpec {
+                rate: Some(rate),
+                routes: routes.clone(),
+                ..spec(cached, "/healthz", &none, s.secs)
+            });
             log(format!(
                 "  mixed round {}/{} at {rate:.0} req/s ({label} of the floor)  p99 healthz {:.0} / {:.0} us, key {:.0} us, token {:.0} us",
                 round + 1,
@@ -336,7 +361,10 @@ fn measure(
                 r[2].p99_us
             ));
             if let Some(bad) = r.iter().find(|x| x.errors > 0 || x.requests == 0) {
-                return Err(format!("mixed stream: {} errors of {} requests (first: {:?})", bad.errors, bad.requests, bad.first_error));
+                return Err(format!(
+                    "mixed stream: {} errors of {} requests (first: {:?})",
+                    bad.errors, bad.requests, bad.first_error
+                ));
             }
             rounds.push(r);
         }

@@ -145,7 +145,11 @@ pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 /// Raw samples, keyed like `sql/c1/find_current/us`.
@@ -207,15 +211,8 @@ impl Ctx {
 }
 
 const SCALE_SCRIPTS: &[&str] = &["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace"];
-const MAIN_SCRIPTS: &[&str] = &[
-    "bare_lookup",
-    "find_current",
-    "find_grace",
-    "find_miss",
-    "validate_current",
-    "validate_grace",
-    "validate_plpgsql",
-];
+const MAIN_SCRIPTS: &[&str] =
+    &["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace", "validate_plpgsql"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -240,8 +237,8 @@ fn plot_cmd(args: &[String]) -> Result<(), String> {
     let (Some(input), Some(output)) = (args.first(), args.get(1)) else {
         return Err("usage: api_auth_bench plot RESULTS.json OUT.svg".into());
     };
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(input).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(input).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let points = doc["scale"].as_array().cloned().unwrap_or_default();
     let mut revs: Vec<i64> = points.iter().filter_map(|p| p["revoked"].as_i64()).collect();
     revs.sort_unstable();
@@ -269,19 +266,13 @@ fn load_cmd(args: &[String]) -> Result<(), String> {
             _ => return Err(format!("unknown option {a}")),
         }
     }
-    let spec = load::LoadSpec {
-        addr,
-        routes,
-        conns,
-        warmup: Duration::from_secs(1),
-        duration: Duration::from_secs(secs),
-        rate,
-    };
+    let spec = load::LoadSpec { addr, routes, conns, warmup: Duration::from_secs(1), duration: Duration::from_secs(secs), rate };
     let results = load::run_mixed(&spec);
     if let [one] = results.as_slice() {
         println!("{}", one.to_json());
     } else {
-        let all: Vec<_> = spec.routes.iter().zip(&results).map(|(r, x)| serde_json::json!({ "path": r.path, "result": x.to_json() })).collect();
+        let all: Vec<_> =
+            spec.routes.iter().zip(&results).map(|(r, x)| serde_json::json!({ "path": r.path, "result": x.to_json() })).collect();
         println!("{}", serde_json::Value::Array(all));
     }
     Ok(())
@@ -447,13 +438,7 @@ fn server_rounds(cx: &mut Ctx, prefix: &str, kinds: &[&str], runs: usize) -> Res
             let out = cx.pg.session(&format!(
                 "SELECT bench.time_loop('{kind}', 200, 0.2);\nSELECT bench.time_loop('{kind}', {calls}, {budget});\n"
             ))?;
-            let us: f64 = out
-                .lines()
-                .last()
-                .unwrap_or("")
-                .trim()
-                .parse()
-                .map_err(|e| format!("time_loop: {e} in {out:?}"))?;
+            let us: f64 = out.lines().last().unwrap_or("").trim().parse().map_err(|e| format!("time_loop: {e} in {out:?}"))?;
             log(format!("  {prefix} round {}/{runs} {kind:<18} {us:>8.2} us/call", round + 1));
             cx.samples.push(format!("{prefix}/{kind}/us"), us);
         }
@@ -519,10 +504,7 @@ fn memory(cx: &mut Ctx) -> Result<Value, String> {
         let calls = m.mem_warmup + m.mem_chunk * m.mem_chunks as i64;
         let growth = rss.last().copied().unwrap_or(0) - rss.first().copied().unwrap_or(0);
         let ctx_growth = ctx_bytes.last().copied().unwrap_or(0) - ctx_bytes.first().copied().unwrap_or(0);
-        log(format!(
-            "  memory {name}: {calls} calls ({ok} ok) in {secs:.1}s; RssAnon {:?} kB; contexts {:?}",
-            rss, ctx_bytes
-        ));
+        log(format!("  memory {name}: {calls} calls ({ok} ok) in {secs:.1}s; RssAnon {:?} kB; contexts {:?}", rss, ctx_bytes));
         if ok != calls {
             return Err(format!("memory run {name}: only {ok} of {calls} calls succeeded"));
         }
@@ -618,20 +600,19 @@ fn http(cx: &mut Ctx) -> Result<Value, String> {
     let m = cx.mode.clone();
     let shim_bin = env_or("API_AUTH_BENCH_SHIM", "target/release/api-auth-shim");
     let node_dir = PathBuf::from(env_or("API_AUTH_BENCH_NODE_DIR", "bench/baselines/node"));
-    let shim_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
-    let node_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_NODE_PORT", "25472")).parse().map_err(|e| format!("{e}"))?;
+    let shim_addr: SocketAddr =
+        format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
+    let node_addr: SocketAddr =
+        format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_NODE_PORT", "25472")).parse().map_err(|e| format!("{e}"))?;
     let bare_addr: SocketAddr =
         format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_BARE_PORT", "25473")).parse().map_err(|e| format!("{e}"))?;
     let url = format!("postgresql://{}@127.0.0.1:{}/{}", cx.pg.user, cx.pg.port, cx.pg.db);
 
     // Credentials: current keys spread over the table, and current-key tokens.
-    let keys: Vec<String> = cx
-        .pg
-        .sql("SELECT api_key FROM bench.pick ORDER BY md5(n::text) LIMIT 10000")?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let tokens: Vec<String> = cx.pg.sql("SELECT token FROM bench.token ORDER BY md5(n::text)")?.lines().map(str::to_string).collect();
+    let keys: Vec<String> =
+        cx.pg.sql("SELECT api_key FROM bench.pick ORDER BY md5(n::text) LIMIT 10000")?.lines().map(str::to_string).collect();
+    let tokens: Vec<String> =
+        cx.pg.sql("SELECT token FROM bench.token ORDER BY md5(n::text)")?.lines().map(str::to_string).collect();
     let (keys, tokens) = (Arc::new(keys), Arc::new(tokens));
 
     // These figures are the database path (the floor route, the Node
@@ -770,7 +751,9 @@ pub fn scheduler_label(machine: &Value) -> &'static str {
 pub fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_default();
     let mem_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()

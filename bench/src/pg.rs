@@ -108,12 +108,7 @@ pub fn finish_pgbench(child: Child, script: &Path) -> Result<BenchRun, String> {
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!(
-            "pgbench {} failed: {}\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr),
-            stdout
-        ));
+        return Err(format!("pgbench {} failed: {}\n{}", script.display(), String::from_utf8_lossy(&out.stderr), stdout));
     }
     parse_pgbench(&stdout).ok_or_else(|| format!("cannot read pgbench's report for {}:\n{stdout}", script.display()))
 }

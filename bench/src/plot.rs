@@ -34,7 +34,10 @@ pub fn scale_svg(path: &Path, points: &[Value], rev_points: &[i64]) -> Result<()
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled("api_auth: per-call cost against table size (medians)", ("sans-serif", 18)).map_err(|x| e(&x))?;
     let panels = root.split_evenly((2, cols));
-    let kinds = [("server_us_per_call", "server-side (loop in one statement)"), ("us_per_call", "pgbench -M prepared, 1 client (incl. round trip)")];
+    let kinds = [
+        ("server_us_per_call", "server-side (loop in one statement)"),
+        ("us_per_call", "pgbench -M prepared, 1 client (incl. round trip)"),
+    ];
     for (idx, panel) in panels.iter().enumerate() {
         let (field, label) = kinds[idx / cols];
         let rev = rev_points[idx % cols];

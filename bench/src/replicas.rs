@@ -57,16 +57,11 @@ fn reads(addr: SocketAddr) -> Result<Value, String> {
 }
 
 fn wait_caught_up(primary: &mut postgres::Client, standby: &mut postgres::Client) -> Result<(), String> {
-    let lsn: String = primary
-        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-        .map_err(|e| e.to_string())?
-        .get(0);
+    let lsn: String = primary.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).map_err(|e| e.to_string())?.get(0);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        let done: bool = standby
-            .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])
-            .map_err(|e| e.to_string())?
-            .get(0);
+        let done: bool =
+            standby.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).map_err(|e| e.to_string())?.get(0);
         if done {
             return Ok(());
         }
@@ -83,14 +78,14 @@ pub fn run(smoke: bool) -> Result<(), String> {
     };
     let host = env_or("API_AUTH_BENCH_PGHOST", "127.0.0.1");
     let port: u16 = env_or("API_AUTH_BENCH_PGPORT", "25470").parse().map_err(|_| "API_AUTH_BENCH_PGPORT")?;
-    let sb_port: u16 = env_or("API_AUTH_BENCH_STANDBY_PGPORT", &(port + 6).to_string())
-        .parse()
-        .map_err(|_| "API_AUTH_BENCH_STANDBY_PGPORT")?;
+    let sb_port: u16 =
+        env_or("API_AUTH_BENCH_STANDBY_PGPORT", &(port + 6).to_string()).parse().map_err(|_| "API_AUTH_BENCH_STANDBY_PGPORT")?;
     let db = env_or("API_AUTH_BENCH_DB", "api_auth_bench");
     let shim_bin = env_or("API_AUTH_BENCH_SHIM", "target/release/api-auth-shim");
     let work = std::path::PathBuf::from(env_or("API_AUTH_BENCH_WORK", "/var/tmp/api_auth-bench/work"));
     let out_dir = std::path::PathBuf::from(env_or("API_AUTH_BENCH_OUT", "bench/results"));
-    let p_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
+    let p_addr: SocketAddr =
+        format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_SHIM_PORT", "25471")).parse().map_err(|e| format!("{e}"))?;
     let r_addr: SocketAddr = format!("127.0.0.1:{}", env_or("API_AUTH_BENCH_REPLICA_SHIM_PORT", &(port + 7).to_string()))
         .parse()
         .map_err(|e| format!("{e}"))?;
@@ -143,7 +138,8 @@ pub fn run(smoke: bool) -> Result<(), String> {
     // The routing figures are taken without the answer cache (every read
     // reaches a node); a third shim adds the cache for its revocation figure.
     let rc_addr = SocketAddr::from(([127, 0, 0, 1], r_addr.port() + 10));
-    let p_shim = start_server("shim-primary", shim(p_addr, &["--cache-size", "0"]), p_addr, &work.join("shim-primary.log"), "/healthz")?;
+    let p_shim =
+        start_server("shim-primary", shim(p_addr, &["--cache-size", "0"]), p_addr, &work.join("shim-primary.log"), "/healthz")?;
     let replica_shim = |name: &'static str, addr: SocketAddr, cache: &str| {
         start_server(
             name,
@@ -153,16 +149,17 @@ pub fn run(smoke: bool) -> Result<(), String> {
             "/healthz",
         )
     };
-    let (r_shim, rc_shim) = match (replica_shim("shim-replica", r_addr, "0"), replica_shim("shim-replica-cached", rc_addr, "100000")) {
-        (Ok(r), Ok(rc)) => (r, rc),
-        (r, rc) => {
-            p_shim.stop();
-            for server in [r, rc].into_iter().flatten() {
-                server.stop();
+    let (r_shim, rc_shim) =
+        match (replica_shim("shim-replica", r_addr, "0"), replica_shim("shim-replica-cached", rc_addr, "100000")) {
+            (Ok(r), Ok(rc)) => (r, rc),
+            (r, rc) => {
+                p_shim.stop();
+                for server in [r, rc].into_iter().flatten() {
+                    server.stop();
+                }
+                return Err("a replica-backed shim did not start".into());
             }
-            return Err("a replica-backed shim did not start".into());
-        }
-    };
+        };
     let result = measure(&s, p_addr, r_addr, rc_addr, &keys, &revocable, &mut primary, &mut standby);
     p_shim.stop();
     r_shim.stop();
@@ -180,7 +177,11 @@ pub fn run(smoke: bool) -> Result<(), String> {
         s.conns,
         crate::scheduler_label(&doc["machine"])
     );
-    println!("  verify through primary only        {:>9.0} req/s  p99 {:>6.0} us", t["primary_rps"].as_f64().unwrap_or(0.0), t["primary_p99_us"].as_f64().unwrap_or(0.0));
+    println!(
+        "  verify through primary only        {:>9.0} req/s  p99 {:>6.0} us",
+        t["primary_rps"].as_f64().unwrap_or(0.0),
+        t["primary_p99_us"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "  verify through the standby         {:>9.0} req/s  p99 {:>6.0} us   ratio {:.2}x",
         t["replica_rps"].as_f64().unwrap_or(0.0),
@@ -254,7 +255,14 @@ fn measure(
     for round in 0..s.runs {
         for (name, addr) in [("primary", p_addr), ("replica", r_addr)] {
             let r = load::run(&spec(addr, s.secs));
-            log(format!("  replicas round {}/{} {name:<8} {:>8.0} req/s  p99 {:>6.0} us  errors {}", round + 1, s.runs, r.rps, r.p99_us, r.errors));
+            log(format!(
+                "  replicas round {}/{} {name:<8} {:>8.0} req/s  p99 {:>6.0} us  errors {}",
+                round + 1,
+                s.runs,
+                r.rps,
+                r.p99_us,
+                r.errors
+            ));
             if r.errors > 0 || r.requests == 0 {
                 return Err(format!("{name}: {} errors of {} requests (first: {:?})", r.errors, r.requests, r.first_error));
             }
@@ -367,9 +375,7 @@ fn revocations(
                 return Err(format!("a key in its grace window answered {status} before its revocation"));
             }
         }
-        primary
-            .execute("SELECT 1 FROM api_auth.set_revoked_expiry($1, now())", &[revoked_id])
-            .map_err(|e| e.to_string())?;
+        primary.execute("SELECT 1 FROM api_auth.set_revoked_expiry($1, now())", &[revoked_id]).map_err(|e| e.to_string())?;
         let delay = load::until_refused(&mut client, "/api/v1/auth/verify", old_key, Duration::from_secs(10))?;
         delays.push(delay.as_secs_f64() * 1000.0);
         for _ in 0..3 {

@@ -88,31 +88,74 @@ impl Report {
         let mut cost = |item: &'static str, figure: String, key: String, baseline: String, bkey: String, target: Target| {
             let (v, b) = (s.med(&key), s.med(&bkey));
             rows.push(Row {
-                item, figure, value: v, baseline, baseline_value: b, unit: "us/call",
-                ratio: paired(s, &key, &bkey), ratio_of: "median of per-round figure / baseline", target,
+                item,
+                figure,
+                value: v,
+                baseline,
+                baseline_value: b,
+                unit: "us/call",
+                ratio: paired(s, &key, &bkey),
+                ratio_of: "median of per-round figure / baseline",
+                target,
             });
         };
         for c in [1, 2] {
             let k = |name: &str| format!("sql/c{c}/{name}/us");
             let cl = if c == 1 { "1 client" } else { "2 clients" };
-            cost("1", format!("find_environment_by_api_key, current key ({cl})"), k("find_current"),
-                 "bare SELECT ... WHERE api_key = $1".into(), k("bare_lookup"), Target::AtMost(1.3));
-            cost("2", format!("find_environment_by_api_key, grace key ({cl})"), k("find_grace"),
-                 "find, current key".into(), k("find_current"), Target::AtMost(2.0));
-            cost("2", format!("find_environment_by_api_key, unknown key ({cl})"), k("find_miss"),
-                 "find, current key".into(), k("find_current"), Target::AtMost(2.0));
-            cost("3a", format!("validate_public_jwt, current key ({cl})"), k("validate_current"),
-                 "bare SELECT ... WHERE api_key = $1".into(), k("bare_lookup"), Target::None);
-            cost("4", format!("validate_public_jwt, revoked-key fallback ({cl})"), k("validate_grace"),
-                 "validate, current key".into(), k("validate_current"), Target::AtMost(2.0));
+            cost(
+                "1",
+                format!("find_environment_by_api_key, current key ({cl})"),
+                k("find_current"),
+                "bare SELECT ... WHERE api_key = $1".into(),
+                k("bare_lookup"),
+                Target::AtMost(1.3),
+            );
+            cost(
+                "2",
+                format!("find_environment_by_api_key, grace key ({cl})"),
+                k("find_grace"),
+                "find, current key".into(),
+                k("find_current"),
+                Target::AtMost(2.0),
+            );
+            cost(
+                "2",
+                format!("find_environment_by_api_key, unknown key ({cl})"),
+                k("find_miss"),
+                "find, current key".into(),
+                k("find_current"),
+                Target::AtMost(2.0),
+            );
+            cost(
+                "3a",
+                format!("validate_public_jwt, current key ({cl})"),
+                k("validate_current"),
+                "bare SELECT ... WHERE api_key = $1".into(),
+                k("bare_lookup"),
+                Target::None,
+            );
+            cost(
+                "4",
+                format!("validate_public_jwt, revoked-key fallback ({cl})"),
+                k("validate_grace"),
+                "validate, current key".into(),
+                k("validate_current"),
+                Target::AtMost(2.0),
+            );
         }
         for c in [1, 2] {
             let cl = if c == 1 { "1 client" } else { "2 clients" };
             let (vk, bk) = (format!("sql/c{c}/validate_current/us"), format!("sql/c{c}/validate_plpgsql/us"));
             rows.push(Row {
-                item: "3b", figure: format!("validate_public_jwt, current key ({cl})"), value: s.med(&vk),
-                baseline: "PL/pgSQL + pgcrypto hmac() HS256".into(), baseline_value: s.med(&bk), unit: "us/call",
-                ratio: paired(s, &bk, &vk), ratio_of: "speed-up: median of per-round baseline / figure", target: Target::AtLeast(5.0),
+                item: "3b",
+                figure: format!("validate_public_jwt, current key ({cl})"),
+                value: s.med(&vk),
+                baseline: "PL/pgSQL + pgcrypto hmac() HS256".into(),
+                baseline_value: s.med(&bk),
+                unit: "us/call",
+                ratio: paired(s, &bk, &vk),
+                ratio_of: "speed-up: median of per-round baseline / figure",
+                target: Target::AtLeast(5.0),
             });
         }
         // Server-side (in-statement loops, no round trip).
@@ -125,28 +168,71 @@ impl Report {
                 (paired(s, &sv(k), &sv(bk)), "median of per-round figure / baseline")
             };
             rows.push(Row {
-                item, figure: format!("server-side: {figure}"), value: v, baseline: format!("server-side: {baseline}"),
-                baseline_value: b, unit: "us/call", ratio, ratio_of, target,
+                item,
+                figure: format!("server-side: {figure}"),
+                value: v,
+                baseline: format!("server-side: {baseline}"),
+                baseline_value: b,
+                unit: "us/call",
+                ratio,
+                ratio_of,
+                target,
             });
         };
         server("1", "find, current key", "find_current", "bare SELECT by api_key", "bare_lookup", Target::AtMost(1.3), false);
         server("2", "find, grace key", "find_grace", "find, current key", "find_current", Target::AtMost(2.0), false);
         server("2", "find, unknown key", "find_miss", "find, current key", "find_current", Target::AtMost(2.0), false);
-        server("3a", "validate_public_jwt, current key", "validate_current", "bare SELECT by api_key", "bare_lookup", Target::None, false);
-        server("3b", "validate_public_jwt, current key", "validate_current", "PL/pgSQL + pgcrypto HS256", "validate_plpgsql", Target::AtLeast(5.0), true);
-        server("4", "validate_public_jwt, revoked fallback", "validate_grace", "validate, current key", "validate_current", Target::AtMost(2.0), false);
+        server(
+            "3a",
+            "validate_public_jwt, current key",
+            "validate_current",
+            "bare SELECT by api_key",
+            "bare_lookup",
+            Target::None,
+            false,
+        );
+        server(
+            "3b",
+            "validate_public_jwt, current key",
+            "validate_current",
+            "PL/pgSQL + pgcrypto HS256",
+            "validate_plpgsql",
+            Target::AtLeast(5.0),
+            true,
+        );
+        server(
+            "4",
+            "validate_public_jwt, revoked fallback",
+            "validate_grace",
+            "validate, current key",
+            "validate_current",
+            Target::AtMost(2.0),
+            false,
+        );
         // Rotation.
         let (v, b) = (s.med("rotation/mixed/rotate/tps"), s.med("rotation/alone/rotate/tps"));
         rows.push(Row {
-            item: "5", figure: "rotate_api_key while lookups run (1+1 clients)".into(), value: v,
-            baseline: "rotate_api_key alone (1 client)".into(), baseline_value: b, unit: "rotations/s",
-            ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
+            item: "5",
+            figure: "rotate_api_key while lookups run (1+1 clients)".into(),
+            value: v,
+            baseline: "rotate_api_key alone (1 client)".into(),
+            baseline_value: b,
+            unit: "rotations/s",
+            ratio: v / b,
+            ratio_of: "figure / baseline",
+            target: Target::None,
         });
         let (v, b) = (s.med("rotation/mixed/find_current/us"), s.med("rotation/alone/find_current/us"));
         rows.push(Row {
-            item: "5", figure: "find, current key, while rotations run".into(), value: v,
-            baseline: "find, current key, alone".into(), baseline_value: b, unit: "us/call",
-            ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
+            item: "5",
+            figure: "find, current key, while rotations run".into(),
+            value: v,
+            baseline: "find, current key, alone".into(),
+            baseline_value: b,
+            unit: "us/call",
+            ratio: v / b,
+            ratio_of: "figure / baseline",
+            target: Target::None,
         });
         // Scale: the largest table against the smallest, per revoked count.
         // Server-side figures carry the target (the client round trip and the
@@ -155,21 +241,35 @@ impl Report {
         if let (Some(&lo), Some(&hi)) = (mode.env_points.first(), mode.env_points.last()) {
             for &rev in &mode.rev_points {
                 for script in ["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace"] {
-                    let (k, bk) = (format!("scale/{hi}/{rev}/server/{script}/us"), format!("scale/{lo}/{rev}/server/{script}/us"));
+                    let (k, bk) =
+                        (format!("scale/{hi}/{rev}/server/{script}/us"), format!("scale/{lo}/{rev}/server/{script}/us"));
                     let (v, b) = (s.med(&k), s.med(&bk));
                     let target = if script == "bare_lookup" { Target::None } else { Target::AtMost(1.5) };
                     rows.push(Row {
-                        item: "6", figure: format!("server-side: {script} at {} envs, {} revoked", human(hi), human(rev)), value: v,
-                        baseline: format!("same at {} envs", human(lo)), baseline_value: b, unit: "us/call",
-                        ratio: v / b, ratio_of: "figure / baseline", target,
+                        item: "6",
+                        figure: format!("server-side: {script} at {} envs, {} revoked", human(hi), human(rev)),
+                        value: v,
+                        baseline: format!("same at {} envs", human(lo)),
+                        baseline_value: b,
+                        unit: "us/call",
+                        ratio: v / b,
+                        ratio_of: "figure / baseline",
+                        target,
                     });
                 }
                 for script in ["bare_lookup", "find_current", "validate_current"] {
-                    let (v, b) = (s.med(&format!("scale/{hi}/{rev}/c1/{script}/us")), s.med(&format!("scale/{lo}/{rev}/c1/{script}/us")));
+                    let (v, b) =
+                        (s.med(&format!("scale/{hi}/{rev}/c1/{script}/us")), s.med(&format!("scale/{lo}/{rev}/c1/{script}/us")));
                     rows.push(Row {
-                        item: "6", figure: format!("pgbench: {script} at {} envs, {} revoked", human(hi), human(rev)), value: v,
-                        baseline: format!("same at {} envs", human(lo)), baseline_value: b, unit: "us/call",
-                        ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
+                        item: "6",
+                        figure: format!("pgbench: {script} at {} envs, {} revoked", human(hi), human(rev)),
+                        value: v,
+                        baseline: format!("same at {} envs", human(lo)),
+                        baseline_value: b,
+                        unit: "us/call",
+                        ratio: v / b,
+                        ratio_of: "figure / baseline",
+                        target: Target::None,
                     });
                 }
             }
@@ -179,60 +279,106 @@ impl Report {
         for (kind, label) in [("key", "secret key"), ("token", "public token")] {
             let v = s.med(&format!("http/shim_{kind}/rps"));
             rows.push(Row {
-                item: "7", figure: format!("shim GET /api/v1/auth/verify, {label}"), value: v,
-                baseline: "shim GET /__bench/floor (SELECT 1)".into(), baseline_value: floor, unit: "req/s",
-                ratio: v / floor, ratio_of: "figure / baseline", target: Target::AtLeast(0.8),
+                item: "7",
+                figure: format!("shim GET /api/v1/auth/verify, {label}"),
+                value: v,
+                baseline: "shim GET /__bench/floor (SELECT 1)".into(),
+                baseline_value: floor,
+                unit: "req/s",
+                ratio: v / floor,
+                ratio_of: "figure / baseline",
+                target: Target::AtLeast(0.8),
             });
         }
         for (kind, label) in [("key", "secret key"), ("token", "public token")] {
             let (v, b) = (s.med(&format!("http/shim_{kind}/rps")), s.med(&format!("http/node_{kind}/rps")));
             rows.push(Row {
-                item: "8", figure: format!("shim verify, {label}"), value: v,
-                baseline: "Node reference (http + pg + jose)".into(), baseline_value: b, unit: "req/s",
-                ratio: v / b, ratio_of: "figure / baseline", target: Target::AtLeast(2.0),
+                item: "8",
+                figure: format!("shim verify, {label}"),
+                value: v,
+                baseline: "Node reference (http + pg + jose)".into(),
+                baseline_value: b,
+                unit: "req/s",
+                ratio: v / b,
+                ratio_of: "figure / baseline",
+                target: Target::AtLeast(2.0),
             });
             let (v, b) = (s.med(&format!("http/shim_{kind}/p99_us")), s.med(&format!("http/node_{kind}/p99_us")));
             rows.push(Row {
-                item: "8", figure: format!("shim verify p99, {label}"), value: v,
-                baseline: "Node reference p99".into(), baseline_value: b, unit: "us",
-                ratio: v / b, ratio_of: "figure / baseline", target: Target::AtMost(1.0),
+                item: "8",
+                figure: format!("shim verify p99, {label}"),
+                value: v,
+                baseline: "Node reference p99".into(),
+                baseline_value: b,
+                unit: "us",
+                ratio: v / b,
+                ratio_of: "figure / baseline",
+                target: Target::AtMost(1.0),
             });
             let (v, b) = (s.med(&format!("http/shim_{kind}/p50_us")), s.med(&format!("http/node_{kind}/p50_us")));
             rows.push(Row {
-                item: "8", figure: format!("shim verify p50, {label}"), value: v,
-                baseline: "Node reference p50".into(), baseline_value: b, unit: "us",
-                ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
+                item: "8",
+                figure: format!("shim verify p50, {label}"),
+                value: v,
+                baseline: "Node reference p50".into(),
+                baseline_value: b,
+                unit: "us",
+                ratio: v / b,
+                ratio_of: "figure / baseline",
+                target: Target::None,
             });
         }
         // Issue 13: what metrics cost on the hot path.
         let (v, b) = (s.med("http/shim_key/rps"), s.med("http/shim_key_nometrics/rps"));
         rows.push(Row {
-            item: "13", figure: "shim verify, secret key, metrics on".into(), value: v,
-            baseline: "same, shim --no-metrics".into(), baseline_value: b, unit: "req/s",
+            item: "13",
+            figure: "shim verify, secret key, metrics on".into(),
+            value: v,
+            baseline: "same, shim --no-metrics".into(),
+            baseline_value: b,
+            unit: "req/s",
             ratio: paired(s, "http/shim_key/rps", "http/shim_key_nometrics/rps"),
-            ratio_of: "median of per-round figure / baseline", target: Target::AtLeast(0.97),
+            ratio_of: "median of per-round figure / baseline",
+            target: Target::AtLeast(0.97),
         });
         let (v, b) = (s.med("http/shim_key/cpu_us_per_req"), s.med("http/shim_key_nometrics/cpu_us_per_req"));
         rows.push(Row {
-            item: "13", figure: "shim CPU per verify, metrics on".into(), value: v,
-            baseline: "same, shim --no-metrics".into(), baseline_value: b, unit: "us/request",
+            item: "13",
+            figure: "shim CPU per verify, metrics on".into(),
+            value: v,
+            baseline: "same, shim --no-metrics".into(),
+            baseline_value: b,
+            unit: "us/request",
             ratio: paired(s, "http/shim_key/cpu_us_per_req", "http/shim_key_nometrics/cpu_us_per_req"),
-            ratio_of: "median of per-round figure / baseline", target: Target::AtMost(1.03),
+            ratio_of: "median of per-round figure / baseline",
+            target: Target::AtMost(1.03),
         });
         let (v, b) = (s.med("http/shim/peak_rss_kb") / 1024.0, s.med("http/node/peak_rss_kb") / 1024.0);
         rows.push(Row {
-            item: "9", figure: "shim peak RSS under the load above".into(), value: v,
-            baseline: "Node reference peak RSS".into(), baseline_value: b, unit: "MiB",
-            ratio: v / b, ratio_of: "figure / baseline", target: Target::None,
+            item: "9",
+            figure: "shim peak RSS under the load above".into(),
+            value: v,
+            baseline: "Node reference peak RSS".into(),
+            baseline_value: b,
+            unit: "MiB",
+            ratio: v / b,
+            ratio_of: "figure / baseline",
+            target: Target::None,
         });
         let mem = &extra["memory"];
         let growth = |k: &str| mem[k]["rss_anon_growth_kb"].as_f64().unwrap_or(f64::NAN);
         let (v, b) = (growth("validate"), growth("bare_lookup"));
         rows.push(Row {
-            item: "9", figure: format!("backend RssAnon growth, {} validations in one session", human(mode.mem_calls)), value: v,
-            baseline: format!("same, {} bare lookups", human(mode.mem_calls)), baseline_value: b, unit: "kB",
+            item: "9",
+            figure: format!("backend RssAnon growth, {} validations in one session", human(mode.mem_calls)),
+            value: v,
+            baseline: format!("same, {} bare lookups", human(mode.mem_calls)),
+            baseline_value: b,
+            unit: "kB",
             // Growth per call in bytes; a leak of even a few bytes a call shows here.
-            ratio: v * 1024.0 / mode.mem_calls as f64, ratio_of: "bytes per validation", target: Target::AtMost(1.0),
+            ratio: v * 1024.0 / mode.mem_calls as f64,
+            ratio_of: "bytes per validation",
+            target: Target::AtMost(1.0),
         });
         Report { rows }
     }
@@ -248,11 +394,15 @@ impl Report {
             }
         };
         println!();
-        println!("api_auth benchmarks ({}), medians of {} runs; {}; {} cores, {}; {}",
+        println!(
+            "api_auth benchmarks ({}), medians of {} runs; {}; {} cores, {}; {}",
             meta["mode"].as_str().unwrap_or(""),
-            meta["settings"]["runs_per_figure"], meta["machine"]["cpu"].as_str().unwrap_or("?"),
-            meta["machine"]["cores"], crate::scheduler_label(&meta["machine"]),
-            meta["postgres"].as_str().unwrap_or("").split(" on ").next().unwrap_or(""));
+            meta["settings"]["runs_per_figure"],
+            meta["machine"]["cpu"].as_str().unwrap_or("?"),
+            meta["machine"]["cores"],
+            crate::scheduler_label(&meta["machine"]),
+            meta["postgres"].as_str().unwrap_or("").split(" on ").next().unwrap_or("")
+        );
         let header = ["#", "figure", "value", "baseline", "base value", "unit", "ratio", "target", "met"];
         let cells: Vec<[String; 9]> = self
             .rows
@@ -267,7 +417,12 @@ impl Report {
                     r.unit.to_string(),
                     if r.ratio.is_finite() { format!("{:.2}", r.ratio) } else { "n/a".into() },
                     r.target_text(),
-                    match r.met() { Some(true) => "yes", Some(false) => "NO", None => "-" }.to_string(),
+                    match r.met() {
+                        Some(true) => "yes",
+                        Some(false) => "NO",
+                        None => "-",
+                    }
+                    .to_string(),
                 ]
             })
             .collect();

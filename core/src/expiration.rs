@@ -19,9 +19,7 @@ pub enum ExpirationError {
 impl std::fmt::Display for ExpirationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Unparseable => {
-                "expiration must be a duration such as \"15m\", \"1h\", \"2d\" or absolute epoch seconds"
-            }
+            Self::Unparseable => "expiration must be a duration such as \"15m\", \"1h\", \"2d\" or absolute epoch seconds",
             Self::NotInFuture => "expiration must lie in the future",
             Self::TooLong => "expiration must be at most 366 days away",
         })

@@ -26,8 +26,7 @@ pub enum EnvironmentType {
 }
 
 impl EnvironmentType {
-    pub const ALL: [EnvironmentType; 4] =
-        [Self::Development, Self::Staging, Self::Production, Self::Preview];
+    pub const ALL: [EnvironmentType; 4] = [Self::Development, Self::Staging, Self::Production, Self::Preview];
 
     /// The spelling stored in `runtime_environment.type`.
     pub fn as_str(self) -> &'static str {

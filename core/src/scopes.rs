@@ -87,9 +87,7 @@ impl Scope<'_> {
             Scope::Admin => true,
             Scope::All { action: a } => a == action,
             Scope::Type { action: a, kind } => a == action && kind == resource.kind,
-            Scope::One { action: a, kind, id } => {
-                a == action && kind == resource.kind && resource.id == Some(id)
-            }
+            Scope::One { action: a, kind, id } => a == action && kind == resource.kind && resource.id == Some(id),
         }
     }
 }
@@ -109,9 +107,7 @@ pub fn check(scope: &str) -> Result<(), String> {
 
 /// The OR rule: any resource matched by any well-formed scope.
 pub fn authorize<S: AsRef<str>>(scopes: &[S], action: &str, resources: &[Resource<'_>]) -> bool {
-    scopes.iter().filter_map(|s| parse(s.as_ref())).any(|scope| {
-        resources.iter().any(|r| scope.grants(action, r))
-    })
+    scopes.iter().filter_map(|s| parse(s.as_ref())).any(|scope| resources.iter().any(|r| scope.grants(action, r)))
 }
 
 #[cfg(test)]
@@ -139,11 +135,27 @@ mod tests {
 
     #[test]
     fn malformed_scopes_match_nothing() {
-        for bad in ["", "write", "write:", ":tasks", "write::foo", "write:tasks:", "write:all:x",
-                    "ADMIN ", " admin", "wr ite:tasks", "write:tasks:a\nb",
-                    // ids that a reader splitting on spaces, commas or quotes would misread
-                    "read:sessions:x admin", "read:sessions:x,admin", "read:sessions:x\"", "read:tasks:caf\u{e9}",
-                    "read:tasks:a\tb", "read:tasks:a;b", "read:tasks:a%20b"] {
+        for bad in [
+            "",
+            "write",
+            "write:",
+            ":tasks",
+            "write::foo",
+            "write:tasks:",
+            "write:all:x",
+            "ADMIN ",
+            " admin",
+            "wr ite:tasks",
+            "write:tasks:a\nb",
+            // ids that a reader splitting on spaces, commas or quotes would misread
+            "read:sessions:x admin",
+            "read:sessions:x,admin",
+            "read:sessions:x\"",
+            "read:tasks:caf\u{e9}",
+            "read:tasks:a\tb",
+            "read:tasks:a;b",
+            "read:tasks:a%20b",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
             assert!(!authorize(&[bad], "write", &[task("foo"), SESSIONS]), "{bad:?}");
         }

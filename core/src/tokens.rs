@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use sha2::Sha256;
 use serde_json::{Map, Value};
+use sha2::Sha256;
 
 /// Longest token considered (the SDK's tokens are a few hundred bytes).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -122,9 +122,7 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
         return Err(TokenError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
     let (header, _) = decode_json_object(header)?;
@@ -135,11 +133,8 @@ pub fn parse(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
     // serde_json accepted it, so it is UTF-8: this check cannot fail.
     let payload_json = String::from_utf8(payload_json).map_err(|_| TokenError::Malformed)?;
     // HS256 signatures are exactly 32 bytes; anything else cannot verify.
-    let signature: [u8; 32] = URL_SAFE_NO_PAD
-        .decode(signature)
-        .ok()
-        .and_then(|s| s.try_into().ok())
-        .ok_or(TokenError::Malformed)?;
+    let signature: [u8; 32] =
+        URL_SAFE_NO_PAD.decode(signature).ok().and_then(|s| s.try_into().ok()).ok_or(TokenError::Malformed)?;
     let signing_input = &token[..token.rfind('.').ok_or(TokenError::Malformed)?];
     Ok(UnverifiedToken { signing_input, signature, claims, payload_json })
 }
@@ -424,8 +419,7 @@ pub fn mint(
     extra.insert("exp".into(), exp.into());
     let mut header = Header::new(Algorithm::HS256);
     header.typ = None; // the SDK's header is exactly {"alg":"HS256"}
-    jsonwebtoken::encode(&header, &extra, &EncodingKey::from_secret(key))
-        .map_err(|_| "could not encode token".to_string())
+    jsonwebtoken::encode(&header, &extra, &EncodingKey::from_secret(key)).map_err(|_| "could not encode token".to_string())
 }
 
 #[cfg(test)]
@@ -474,8 +468,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_round_trip() {
-        let extra = json!({"scopes": ["write:tasks:foo"], "sub": "evil", "exp": 1})
-            .as_object().unwrap().clone();
+        let extra = json!({"scopes": ["write:tasks:foo"], "sub": "evil", "exp": 1}).as_object().unwrap().clone();
         let tok = mint(KEY, "env_1", extra, &ClaimPolicy::default(), NOW, NOW + 60).unwrap();
         let header = tok.split('.').next().unwrap();
         assert_eq!(URL_SAFE_NO_PAD.decode(header).unwrap(), br#"{"alg":"HS256"}"#);
@@ -618,8 +611,14 @@ mod tests {
         c = good_claims();
         c.as_object_mut().unwrap().remove("exp");
         assert_eq!(case(c), Err(ClaimInvalid));
-        for (k, v) in [("iss", json!("https://evil")), ("aud", json!("x")), ("pub", json!(false)),
-                       ("exp", json!("soon")), ("scopes", json!("admin")), ("nbf", json!(NOW + 60))] {
+        for (k, v) in [
+            ("iss", json!("https://evil")),
+            ("aud", json!("x")),
+            ("pub", json!(false)),
+            ("exp", json!("soon")),
+            ("scopes", json!("admin")),
+            ("nbf", json!(NOW + 60)),
+        ] {
             let mut c = good_claims();
             c[k] = v;
             assert_eq!(case(c), Err(ClaimInvalid), "{k}");
@@ -637,10 +636,18 @@ mod tests {
         }
         let t = token_with(json!({"alg": "HS256", "crit": ["b64"]}), good_claims(), KEY);
         assert_eq!(validate(&t, KEY), Err(InvalidAlgorithm));
-        let unsigned = format!("{}.", token_with(json!({"alg": "none"}), good_claims(), KEY)
-            .rsplit_once('.').unwrap().0);
+        let unsigned = format!("{}.", token_with(json!({"alg": "none"}), good_claims(), KEY).rsplit_once('.').unwrap().0);
         assert_eq!(validate(&unsigned, KEY), Err(InvalidAlgorithm));
-        for junk in ["", "a.b", "a.b.c.d", "....", "eyJhbGciOiJIUzI1NiJ9.e30.e30", "eyJhbGciOiJIUzI1NiJ9.W10.e30", "!!.!!.!!", &"a".repeat(MAX_TOKEN_LEN + 1)] {
+        for junk in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "....",
+            "eyJhbGciOiJIUzI1NiJ9.e30.e30",
+            "eyJhbGciOiJIUzI1NiJ9.W10.e30",
+            "!!.!!.!!",
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
             assert_eq!(parse(junk).err(), Some(Malformed), "{junk:?}");
         }
         // A header without any alg is an algorithm refusal, not a parse error.

@@ -9,17 +9,8 @@
 use api_auth_core::expiration::{check_window, resolve, ExpirationError, MAX_LIFETIME_SECS};
 use libfuzzer_sys::fuzz_target;
 
-const NOWS: [i64; 9] = [
-    1_700_000_000,
-    0,
-    1,
-    -1,
-    4_102_444_800,
-    i64::MAX - MAX_LIFETIME_SECS,
-    i64::MAX,
-    i64::MIN,
-    i64::MIN + MAX_LIFETIME_SECS,
-];
+const NOWS: [i64; 9] =
+    [1_700_000_000, 0, 1, -1, 4_102_444_800, i64::MAX - MAX_LIFETIME_SECS, i64::MAX, i64::MIN, i64::MIN + MAX_LIFETIME_SECS];
 
 fn unit(u: &str) -> Option<i128> {
     Some(match u {

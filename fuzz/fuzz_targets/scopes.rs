@@ -42,8 +42,7 @@ fn reference(s: &str) -> Option<Scope<'_>> {
         None => None,
         Some(i) => {
             let (kind, id) = (&rest[..i], &rest[i + 1..]);
-            let id_ok = (1..=256).contains(&id.len())
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || "._~:@/+=-".contains(c));
+            let id_ok = (1..=256).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._~:@/+=-".contains(c));
             if kind == "all" || !is_word(kind) || !id_ok {
                 None
             } else {

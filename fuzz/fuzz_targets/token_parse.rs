@@ -9,8 +9,8 @@
 
 use api_auth_core::keys::{classify, CredentialKind};
 use api_auth_core::tokens::{
-    fits_jsonb, is_public_token_shape, parse, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER,
-    MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
+    fits_jsonb, is_public_token_shape, parse, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_SUBJECT_LEN,
+    MAX_TOKEN_LEN,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -100,12 +100,8 @@ fuzz_target!(|data: &[u8]| {
     let signing_input = &s[..s.rfind('.').unwrap()];
     for key in [KEY, OTHER, b"".as_slice()] {
         if tok.verify_signature(key) {
-            let want = jsonwebtoken::crypto::sign(
-                signing_input.as_bytes(),
-                &EncodingKey::from_secret(key),
-                Algorithm::HS256,
-            )
-            .unwrap();
+            let want =
+                jsonwebtoken::crypto::sign(signing_input.as_bytes(), &EncodingKey::from_secret(key), Algorithm::HS256).unwrap();
             assert_eq!(want, parts[2], "a non-canonical signature verified");
         }
     }

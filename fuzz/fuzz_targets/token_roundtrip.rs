@@ -6,9 +6,7 @@
 use api_auth_core::expiration::MAX_LIFETIME_SECS;
 use api_auth_core::keys::{classify, CredentialKind};
 use api_auth_core::scopes;
-use api_auth_core::tokens::{
-    self, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_SUBJECT_LEN, MAX_TOKEN_LEN,
-};
+use api_auth_core::tokens::{self, ClaimPolicy, TokenError, DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_SUBJECT_LEN, MAX_TOKEN_LEN};
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Number, Value};
@@ -31,9 +29,7 @@ impl<'a> Arbitrary<'a> for Json {
                 2 => Value::Number(i64::arbitrary(u)?.into()),
                 3 => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
                 4 | 5 => Value::String(u.arbitrary()?),
-                6 => Value::Array(
-                    (0..u.int_in_range(0..=4)?).map(|_| go(u, depth - 1)).collect::<Result<_, _>>()?,
-                ),
+                6 => Value::Array((0..u.int_in_range(0..=4)?).map(|_| go(u, depth - 1)).collect::<Result<_, _>>()?),
                 _ => {
                     let mut m = Map::new();
                     for _ in 0..u.int_in_range(0..=4)? {
@@ -120,14 +116,13 @@ fuzz_target!(|input: Input| {
     if token.len() > MAX_TOKEN_LEN {
         assert!(
             claims_len > MAX_CLAIMS_LEN || input.subject.len() > MAX_SUBJECT_LEN,
-            "{claims_len} bytes of claims made a {}-byte token, over MAX_TOKEN_LEN", token.len()
+            "{claims_len} bytes of claims made a {}-byte token, over MAX_TOKEN_LEN",
+            token.len()
         );
         assert_eq!(tokens::parse(&token).err(), Some(TokenError::Malformed));
         return;
     }
-    let parsed = tokens::parse(&token).unwrap_or_else(|e| {
-        panic!("minted token ({} bytes) does not parse: {e:?}", token.len())
-    });
+    let parsed = tokens::parse(&token).unwrap_or_else(|e| panic!("minted token ({} bytes) does not parse: {e:?}", token.len()));
     let claims = parsed.claims();
     assert_eq!(claims["sub"], Value::String(input.subject.clone()));
     assert_eq!(claims["pub"], Value::Bool(true));

@@ -57,7 +57,12 @@ fn forget(app: &App, environment: &str) {
     }
 }
 
-pub async fn set_revoked_expiry(app: &App, req: Request<Incoming>, ctx: &mut Ctx, id: String) -> Result<Response<Body>, ApiError> {
+pub async fn set_revoked_expiry(
+    app: &App,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+    id: String,
+) -> Result<Response<Body>, ApiError> {
     check_admin(app, req.headers(), ctx)?;
     let map = admin_body(req, ctx, false).await?;
     let mut f = Fields::new(&map);

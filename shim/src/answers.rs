@@ -85,7 +85,11 @@ impl Answers {
     /// notification; nothing while the cache is dark (no answer is kept then,
     /// and a fill that straddles going live is refused by its ticket).
     fn refill_lsn(&self) -> u64 {
-        if self.is_live() { self.min_lsn.load(Ordering::Acquire) } else { 0 }
+        if self.is_live() {
+            self.min_lsn.load(Ordering::Acquire)
+        } else {
+            0
+        }
     }
 }
 
@@ -139,11 +143,11 @@ pub async fn authenticate(app: &App, cred: Option<&Credential>, headers: &Header
         }
         (CredentialKind::PublicToken, Some(key)) => {
             let ticket = answers.tokens.ticket();
-            let caller = Box::pin(
-                app.reads
-                    .auth_read_after(answers.refill_lsn(), |client| async move { auth::authenticate(&client, cred, headers).await }),
-            )
-            .await?;
+            let caller =
+                Box::pin(app.reads.auth_read_after(answers.refill_lsn(), |client| async move {
+                    auth::authenticate(&client, cred, headers).await
+                }))
+                .await?;
             if let Caller::Token(t) = &caller {
                 let exp = t.claims.get("exp").and_then(serde_json::Value::as_f64).map(until);
                 let grace = t.grace_expires_at.as_ref().map(|(_, end)| until(*end));
@@ -185,13 +189,18 @@ impl prometheus_client::collector::Collector for AnswersCollector {
             ("cache_inserts", "Answers kept", |c| &c.inserts),
             ("cache_stale_fills", "Answers not kept: a change committed while they were asked", |c| &c.stale_fills),
             ("cache_evictions", "Entries evicted to stay within --cache-size", |c| &c.evictions),
-            ("cache_expirations", "Entries dropped at their token's exp, grace window's end or --cache-max-age", |c| &c.expirations),
-            ("cache_invalidations", "Entries dropped because a change committed (or the subscription was lost)", |c| &c.invalidated),
+            ("cache_expirations", "Entries dropped at their token's exp, grace window's end or --cache-max-age", |c| {
+                &c.expirations
+            }),
+            ("cache_invalidations", "Entries dropped because a change committed (or the subscription was lost)", |c| {
+                &c.invalidated
+            }),
         ];
         for (name, help, field) in series {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (kind, counters) in caches {
-                ConstCounter::new(field(counters).load(Ordering::Relaxed)).encode(family.encode_family(&[("credential", kind)])?)?;
+                ConstCounter::new(field(counters).load(Ordering::Relaxed))
+                    .encode(family.encode_family(&[("credential", kind)])?)?;
             }
         }
         let notes = encoder.encode_descriptor(

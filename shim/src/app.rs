@@ -50,8 +50,12 @@ impl App {
     pub fn for_tests() -> App {
         use std::time::Duration;
         let pool = crate::db::pool("host=127.0.0.1 port=1", 1, Duration::from_secs(1)).unwrap();
-        let settings =
-            crate::replicas::Settings { max_lag: Duration::from_secs(1), confirm_rate: 1, pool_size: 1, db_timeout: Duration::from_secs(1) };
+        let settings = crate::replicas::Settings {
+            max_lag: Duration::from_secs(1),
+            confirm_rate: 1,
+            pool_size: 1,
+            db_timeout: Duration::from_secs(1),
+        };
         App {
             reads: Arc::new(Reads::new(pool.clone(), "host=127.0.0.1 port=1", &[], settings).unwrap()),
             pools: Pools { public: pool.clone(), admin: pool },

@@ -122,7 +122,11 @@ pub struct KeyAuth {
 impl KeyAuth {
     /// `current_key` or `grace_key`.
     pub fn method(&self) -> &'static str {
-        if self.matched_by == "grace" { "grace_key" } else { "current_key" }
+        if self.matched_by == "grace" {
+            "grace_key"
+        } else {
+            "current_key"
+        }
     }
 }
 
@@ -179,14 +183,7 @@ pub fn accept_token(log: &mut RequestLog, t: &TokenAuth) {
     log.environment = Some(t.environment_id.clone());
     log.auth = Some("public_token");
     if let (true, Some((iso, epoch))) = (t.matched_by == "grace", &t.grace_expires_at) {
-        log.grace = Some(Grace::new(
-            "public_token",
-            &t.environment_id,
-            *epoch,
-            iso.clone(),
-            t.revoked_api_key_id.clone(),
-            None,
-        ));
+        log.grace = Some(Grace::new("public_token", &t.environment_id, *epoch, iso.clone(), t.revoked_api_key_id.clone(), None));
     }
 }
 
@@ -229,10 +226,7 @@ fn scopes_of(claims: &Value) -> Vec<String> {
 }
 
 /// Validate a public token. `Err(code)` is the SQL function's reason.
-pub async fn validate_token(
-    client: &deadpool_postgres::Client,
-    token: &str,
-) -> Result<Result<TokenAuth, String>, ApiError> {
+pub async fn validate_token(client: &deadpool_postgres::Client, token: &str) -> Result<Result<TokenAuth, String>, ApiError> {
     if token.len() > tokens::MAX_TOKEN_LEN {
         return Ok(Err("malformed".into()));
     }
@@ -263,7 +257,6 @@ pub enum Caller {
     Key(Arc<KeyAuth>),
     Token(Arc<TokenAuth>),
 }
-
 
 /// Human wording of a token refusal.
 pub fn token_error_message(code: &str) -> &'static str {

@@ -59,9 +59,8 @@ pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize, deadline: I
 /// Parse a JSON object body. An empty body is `empty` (None: an issue).
 pub fn object(bytes: &[u8], empty: Option<Map<String, Value>>) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return empty.ok_or_else(|| {
-            ApiError::invalid_body(vec![issue(&[], "invalid_type", "Required: the body must be a JSON object")])
-        });
+        return empty
+            .ok_or_else(|| ApiError::invalid_body(vec![issue(&[], "invalid_type", "Required: the body must be a JSON object")]));
     }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
@@ -103,11 +102,7 @@ impl<'a> Fields<'a> {
     }
 
     fn wrong(&mut self, name: &str, expected: &str, got: &Value) {
-        self.issues.push(issue(
-            &[name],
-            "invalid_type",
-            format!("Expected {expected}, received {}", type_name(got)),
-        ));
+        self.issues.push(issue(&[name], "invalid_type", format!("Expected {expected}, received {}", type_name(got))));
     }
 
     fn get(&mut self, name: &str, required: bool) -> Option<&'a Value> {

@@ -269,7 +269,14 @@ impl<V: Clone> Cache<V> {
     /// `environments` it depends on, `expires_in` at most (capped by `max_age`).
     /// Refused (false) when an invalidation happened since the ticket, or
     /// while there is no subscription.
-    pub fn insert(&self, ticket: Ticket, key: Key, value: Option<V>, environments: Vec<String>, expires_in: Option<Duration>) -> bool {
+    pub fn insert(
+        &self,
+        ticket: Ticket,
+        key: Key,
+        value: Option<V>,
+        environments: Vec<String>,
+        expires_in: Option<Duration>,
+    ) -> bool {
         if !self.is_live() {
             return false;
         }

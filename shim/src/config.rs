@@ -367,8 +367,8 @@ impl Config {
         let invalid = |msg: String| Args::command().error(ErrorKind::InvalidValue, msg);
         let admin_token = match &args.admin_token_file {
             Some(path) => {
-                let content = std::fs::read_to_string(path)
-                    .map_err(|e| invalid(format!("--admin-token-file {}: {e}", path.display())))?;
+                let content =
+                    std::fs::read_to_string(path).map_err(|e| invalid(format!("--admin-token-file {}: {e}", path.display())))?;
                 let token = content.trim().to_string();
                 if token.is_empty() {
                     return Err(invalid(format!("--admin-token-file {}: the file is empty", path.display())));
@@ -385,10 +385,9 @@ impl Config {
             }
         }
         let Some(database_url) = args.database_url.filter(|u| !u.is_empty()) else {
-            return Err(Args::command().error(
-                ErrorKind::MissingRequiredArgument,
-                "no database: set DATABASE_URL or pass --database-url",
-            ));
+            return Err(
+                Args::command().error(ErrorKind::MissingRequiredArgument, "no database: set DATABASE_URL or pass --database-url")
+            );
         };
         let admin_database_url = args.admin_database_url.filter(|u| !u.is_empty() && *u != database_url);
         let replica_database_urls = split_url_lists(args.replica_database_urls);
@@ -427,7 +426,8 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, clap::Error> {
-        let argv: Vec<std::ffi::OsString> = std::iter::once("api-auth-shim").chain(args.iter().copied()).map(Into::into).collect();
+        let argv: Vec<std::ffi::OsString> =
+            std::iter::once("api-auth-shim").chain(args.iter().copied()).map(Into::into).collect();
         refuse_secret_flags(&argv)?;
         Config::resolve(parse_args(argv)?, None)
     }

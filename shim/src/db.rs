@@ -198,12 +198,8 @@ pub static CREATE_SESSION: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub static GET_SESSION: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM api_auth.get_session_as($1::text, $3::text, $2::text) s",
-        session_columns()
-    )
-});
+pub static GET_SESSION: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM api_auth.get_session_as($1::text, $3::text, $2::text) s", session_columns()));
 
 pub static SET_REVOKED_EXPIRY: LazyLock<String> = LazyLock::new(|| {
     format!(

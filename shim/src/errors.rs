@@ -321,10 +321,7 @@ pub fn from_db(err: &tokio_postgres::Error, not_found: &str) -> ApiError {
             .with_detail(format!("database role lacks a privilege: {message}"))
             .with_db_error(DbError::Privilege);
     }
-    if *code == SqlState::UNDEFINED_FUNCTION
-        || *code == SqlState::INVALID_SCHEMA_NAME
-        || *code == SqlState::UNDEFINED_TABLE
-    {
+    if *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::INVALID_SCHEMA_NAME || *code == SqlState::UNDEFINED_TABLE {
         return ApiError::unavailable("Database not ready: the api_auth extension is not installed")
             .with_detail(message)
             .with_db_error(DbError::NotInstalled);

@@ -43,7 +43,8 @@ const SUBSCRIBE: &str = "LISTEN api_auth_changes";
 /// After this long without a notification the connection is asked to answer
 /// (within `--db-timeout`), so that a silently lost subscription is noticed.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-const WAL_POSITION: &str = "SELECT (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8";
+const WAL_POSITION: &str =
+    "SELECT (pg_catalog.pg_current_wal_lsn() OPERATOR(pg_catalog.-) '0/0'::pg_catalog.pg_lsn)::pg_catalog.int8";
 
 /// Start the listener for `answers`, on the primary at `url`, on its own thread.
 pub fn spawn(answers: Arc<Answers>, url: String, db_timeout: Duration) -> Result<(), String> {

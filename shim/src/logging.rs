@@ -13,10 +13,7 @@ use api_auth_core::keys::{self, CredentialKind};
 use crate::config::{Config, LogFormat};
 
 pub fn init(config: &Config) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(config.log_level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_max_level(config.log_level).with_writer(std::io::stderr).with_target(false);
     match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.with_ansi(false).init(),

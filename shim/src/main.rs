@@ -101,9 +101,8 @@ async fn run(config: Config) -> Result<(), String> {
     });
 
     let database_tls = db::connect_target(&config.database_url, config.db_timeout)?.describe();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let metrics_listener = match config.metrics_listen {
         Some(a) if config.metrics => {

@@ -138,11 +138,7 @@ impl Metrics {
             accepted.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "auth_refused",
-            "Credentials refused (401) and scope denials (403), by reason",
-            refused.clone(),
-        );
+        registry.register("auth_refused", "Credentials refused (401) and scope denials (403), by reason", refused.clone());
         let grace = Family::<MethodLabels, Counter>::default();
         registry.register(
             "grace_signals",
@@ -174,11 +170,7 @@ impl Metrics {
         let start_time = Gauge::<f64, AtomicU64>::default();
         start_time.set(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         registry.register_with_unit("start_time", "Start time of the shim, Unix epoch", Unit::Seconds, start_time);
-        registry.register(
-            "build",
-            "The shim's version",
-            Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
-        );
+        registry.register("build", "The shim's version", Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }));
         Metrics {
             registry,
             requests,
@@ -272,10 +264,8 @@ mod tests {
         m.record(&outcome("auth.verify", 200, Some("current_key"), None));
         m.record(&outcome("auth.verify", 401, None, Some("unknown_key")));
         m.record(&Outcome { db_error: Some("connection"), ..outcome("auth.verify", 503, None, None) });
-        let pools = [PoolSample {
-            name: "public",
-            status: deadpool_postgres::Status { max_size: 4, size: 3, available: 1, waiting: 2 },
-        }];
+        let pools =
+            [PoolSample { name: "public", status: deadpool_postgres::Status { max_size: 4, size: 3, available: 1, waiting: 2 } }];
         let text = m.render(&pools);
         for line in [
             "api_auth_shim_http_requests_total{route=\"auth.verify\",status_class=\"2xx\"} 1",

@@ -553,7 +553,11 @@ impl prometheus_client::collector::Collector for ReadsCollector {
         let reads = &self.0;
         let c = &reads.counters;
         let totals = [
-            ("replica_primary_reads", "Authentication reads run on the primary (no usable replica, or a replica failed)", &c.primary_reads),
+            (
+                "replica_primary_reads",
+                "Authentication reads run on the primary (no usable replica, or a replica failed)",
+                &c.primary_reads,
+            ),
             ("replica_fallbacks", "Replica failures whose request was retried on the primary", &c.fallbacks),
             ("replica_confirmations", "Replica refusals asked again on the primary", &c.confirmations),
             ("replica_overturned", "Replica refusals the primary accepted (read-your-writes)", &c.overturned),
@@ -574,8 +578,12 @@ impl prometheus_client::collector::Collector for ReadsCollector {
         for r in &reads.replicas {
             ConstCounter::new(r.served.load(Ordering::Relaxed)).encode(served.encode_family(&label(r))?)?;
         }
-        let mut usable =
-            encoder.encode_descriptor("replica_usable", "1 while a replica is up and within the lag bound", None, MetricType::Gauge)?;
+        let mut usable = encoder.encode_descriptor(
+            "replica_usable",
+            "1 while a replica is up and within the lag bound",
+            None,
+            MetricType::Gauge,
+        )?;
         for r in &reads.replicas {
             ConstGauge::new(i64::from(reads.usable(r, now))).encode(usable.encode_family(&label(r))?)?;
         }
@@ -657,7 +665,12 @@ mod tests {
 
     #[test]
     fn poll_interval_is_a_quarter_of_the_bound_within_limits() {
-        let s = |ms| Settings { max_lag: Duration::from_millis(ms), confirm_rate: 1, pool_size: 1, db_timeout: Duration::from_secs(1) };
+        let s = |ms| Settings {
+            max_lag: Duration::from_millis(ms),
+            confirm_rate: 1,
+            pool_size: 1,
+            db_timeout: Duration::from_secs(1),
+        };
         assert_eq!(s(1000).poll_interval(), Duration::from_millis(250));
         assert_eq!(s(200).poll_interval(), Duration::from_millis(50));
         assert_eq!(s(5).poll_interval(), Duration::from_millis(10));

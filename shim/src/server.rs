@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::errors::ApiError;
 use crate::app::App;
+use crate::errors::ApiError;
 use crate::errors::Body;
 
 /// Largest request head (request line + headers) accepted: beyond it, 431.
@@ -139,10 +139,7 @@ fn rewrite_protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
     let (line, message) = match status {
         "400" => ("400 Bad Request", "Bad request: the request could not be parsed as HTTP/1.1"),
         "414" => ("414 URI Too Long", "Request URI too long"),
-        "431" => (
-            "431 Request Header Fields Too Large",
-            "Request header fields too large (at most 32 KiB and 64 fields)",
-        ),
+        "431" => ("431 Request Header Fields Too Large", "Request header fields too large (at most 32 KiB and 64 fields)"),
         _ => return None,
     };
     let body = serde_json::json!({ "error": message }).to_string();
@@ -278,7 +275,8 @@ mod tests {
         let mut buf = Vec::new();
         loop {
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await.expect("an answer in time").unwrap();
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await.expect("an answer in time").unwrap();
             assert!(n > 0, "connection closed; read so far: {:?}", String::from_utf8_lossy(&buf));
             buf.extend_from_slice(&chunk[..n]);
             let text = String::from_utf8_lossy(&buf).into_owned();

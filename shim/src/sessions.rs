@@ -134,8 +134,7 @@ pub async fn get(app: &App, req: Request<Incoming>, ctx: &mut Ctx, session: Stri
         .auth_read_judged(
             |client| async move {
                 let caller = auth::authenticate(&client, Some(cred), headers).await?;
-                let rows =
-                    db::query(&client, &db::GET_SESSION, &[&cred.value, branch, session], "Session not found").await?;
+                let rows = db::query(&client, &db::GET_SESSION, &[&cred.value, branch, session], "Session not found").await?;
                 Ok((caller, rows.first().map(|row| session_json(row, false))))
             },
             |answer| crate::replicas::refused(answer) || matches!(answer, Ok((_, None))),

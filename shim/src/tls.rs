@@ -142,10 +142,7 @@ pub fn target(conn: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target
         }
     };
     if roots == Some(RootCerts::System) && mode != SslMode::VerifyFull && mode != SslMode::Disable {
-        return Err(format!(
-            "weak sslmode {:?} may not be used with sslrootcert=system (use \"verify-full\")",
-            mode.as_str()
-        ));
+        return Err(format!("weak sslmode {:?} may not be used with sslrootcert=system (use \"verify-full\")", mode.as_str()));
     }
     // libpq: "if a root CA file exists, sslmode=require behaves like verify-ca".
     if mode == SslMode::Require && roots.is_some() {
@@ -274,13 +271,11 @@ fn load_roots(roots: &RootCerts) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     match roots {
         RootCerts::File(path) => {
-            let iter = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("sslrootcert {}: cannot read: {e}", path.display()))?;
+            let iter =
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {}: cannot read: {e}", path.display()))?;
             for cert in iter {
                 let cert = cert.map_err(|e| format!("sslrootcert {}: not a PEM certificate file: {e}", path.display()))?;
-                store
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {}: unusable CA certificate: {e}", path.display()))?;
+                store.add(cert).map_err(|e| format!("sslrootcert {}: unusable CA certificate: {e}", path.display()))?;
             }
             if store.is_empty() {
                 return Err(format!("sslrootcert {}: no certificate in the file", path.display()));

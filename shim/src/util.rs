@@ -7,7 +7,8 @@ use std::borrow::Cow;
 /// crate passes a broken escape through as text, and here that text would
 /// name something else than the caller wrote, so it is refused first.
 pub fn percent_decode(seg: &str) -> Option<String> {
-    let escapes_ok = seg.split('%').skip(1).all(|after| after.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
+    let escapes_ok =
+        seg.split('%').skip(1).all(|after| after.as_bytes().get(..2).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)));
     if !escapes_ok {
         return None;
     }

@@ -99,8 +99,7 @@ pub async fn verify(app: &App, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
     // very code the extension's authorize() runs): no database needed. A
     // denial is 403 for a caller who did authenticate (and is logged as such).
     if let (Caller::Token(t), Some((action, resources))) = (&caller, &check) {
-        let resources: Vec<Resource<'_>> =
-            resources.iter().map(|(kind, id)| Resource { kind, id: id.as_deref() }).collect();
+        let resources: Vec<Resource<'_>> = resources.iter().map(|(kind, id)| Resource { kind, id: id.as_deref() }).collect();
         if !scopes::authorize(&t.scopes, action, &resources) {
             return Err(ApiError::scope_denied(format!(
                 "Public access token does not allow '{action}' on the requested resources"

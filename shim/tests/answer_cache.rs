@@ -259,10 +259,7 @@ fn refills_never_come_from_a_standby_behind_the_invalidation() {
     let standby = cluster.start_standby();
     let shim = Shim::start_with(
         &cluster.url(),
-        Opts {
-            args: vec!["--replica-database-url".into(), standby.url(), "--max-replica-lag=30".into()],
-            ..Default::default()
-        },
+        Opts { args: vec!["--replica-database-url".into(), standby.url(), "--max-replica-lag=30".into()], ..Default::default() },
     );
     wait_live(&shim, true);
     let mut db = cluster.connect();
@@ -289,16 +286,18 @@ fn refills_never_come_from_a_standby_behind_the_invalidation() {
     let revoked: String = tx.query_one("SELECT revoked_api_key_id FROM api_auth.rotate_api_key($1)", &[&env]).unwrap().get(0);
     tx.execute("SELECT * FROM api_auth.set_revoked_expiry($1, now())", &[&revoked]).unwrap();
     tx.commit().unwrap();
-    let old: bool = replica
-        .query_one("SELECT count(*) = 1 FROM api_auth.find_environment_by_api_key($1)", &[&key])
-        .unwrap()
-        .get(0);
+    let old: bool =
+        replica.query_one("SELECT count(*) = 1 FROM api_auth.find_environment_by_api_key($1)", &[&key]).unwrap().get(0);
 
     assert!(old, "the paused standby still takes the old key");
     // Once the shim has applied the notification, not one answer may come
     // from the paused standby.
     wait_notifications(&shim, before + 1.0);
-    assert_eq!(shim.get("/readyz", None).json()["reads"]["replicas"][0]["usable"], json!(true), "the standby is within its lag bound");
+    assert_eq!(
+        shim.get("/readyz", None).json()["reads"]["replicas"][0]["usable"],
+        json!(true),
+        "the standby is within its lag bound"
+    );
     for _ in 0..20 {
         assert_eq!(verify(&shim, &key), 401, "refilled from the primary, not from the paused standby");
     }

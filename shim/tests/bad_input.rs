@@ -41,11 +41,8 @@ fn bad_input_on_every_route() {
         let big = vec![b' '; 40 * 1024];
         post(&big).assert_error(413);
         // Oversized and really sent: 413, and the answer is readable.
-        let mut raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
-            1 << 20
-        )
-        .into_bytes();
+        let mut raw = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n", 1 << 20)
+            .into_bytes();
         raw.extend(std::iter::repeat_n(b'{', 1 << 20));
         shim.raw(&raw).assert_error(413);
         // Chunked body over the limit: 413.
@@ -100,7 +97,8 @@ fn bad_input_on_every_route() {
         shim.raw(&raw).assert_error(401);
     }
     // Unusable x-trigger-branch: authenticates nothing.
-    let mut raw = format!("GET /api/v1/auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: {key_auth2}\r\nx-trigger-branch: ").into_bytes();
+    let mut raw =
+        format!("GET /api/v1/auth/verify HTTP/1.1\r\nHost: x\r\nAuthorization: {key_auth2}\r\nx-trigger-branch: ").into_bytes();
     raw.extend_from_slice(b"\xff\xfe\r\n\r\n");
     shim.raw(&raw).assert_error(401);
     // Verify's scope-check query must be well-formed.
@@ -112,8 +110,13 @@ fn bad_input_on_every_route() {
     }
 
     // Unknown admin ids.
-    shim.request("POST", "/admin/api/v1/revoked-api-keys/nope", &[("Authorization", &admin_auth)], Some(b"{\"expiresAt\":\"2030-01-01T00:00:00Z\"}"))
-        .assert_error(404);
+    shim.request(
+        "POST",
+        "/admin/api/v1/revoked-api-keys/nope",
+        &[("Authorization", &admin_auth)],
+        Some(b"{\"expiresAt\":\"2030-01-01T00:00:00Z\"}"),
+    )
+    .assert_error(404);
     shim.request("POST", "/admin/api/v1/environments/nope/regenerate-api-key", &[("Authorization", &admin_auth)], None)
         .assert_error(404);
 
@@ -154,12 +157,7 @@ fn bad_input_on_every_route() {
     let r = shim.get("/healthz", None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "ok");
-    let r = shim.request(
-        "POST",
-        "/api/v1/sessions",
-        &[("Authorization", &key_auth2)],
-        Some(SESSION.as_bytes()),
-    );
+    let r = shim.request("POST", "/api/v1/sessions", &[("Authorization", &key_auth2)], Some(SESSION.as_bytes()));
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(shim.logs().contains("status=413"));
 }

@@ -28,8 +28,8 @@ fn shim_survives_a_database_restart() {
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     let r = shim.get("/api/v1/auth/verify", Some(&key));
-                    let json_error = r.status == 200 || serde_json::from_slice::<serde_json::Value>(&r.body)
-                        .is_ok_and(|v| v["error"].is_string());
+                    let json_error = r.status == 200
+                        || serde_json::from_slice::<serde_json::Value>(&r.body).is_ok_and(|v| v["error"].is_string());
                     seen.lock().unwrap().push((t, r.status, t.elapsed(), json_error));
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -51,7 +51,8 @@ fn shim_survives_a_database_restart() {
     }
 
     let seen = seen.lock().unwrap();
-    let outage: Vec<_> = seen.iter().filter(|s| s.0 > down_at + Duration::from_millis(200) && s.0 + s.2 < restart_begins).collect();
+    let outage: Vec<_> =
+        seen.iter().filter(|s| s.0 > down_at + Duration::from_millis(200) && s.0 + s.2 < restart_begins).collect();
     assert!(outage.len() >= 5, "too few requests during the outage: {}", outage.len());
     for (_, status, took, json_error) in &outage {
         assert_eq!(*status, 503, "during the outage");

@@ -124,14 +124,16 @@ fn grace_keys_and_tokens_get_the_signals_on_every_route() {
     assert_no_signals("unknown key", &shim.get("/api/v1/auth/verify", Some("tr_prod_xxxxxxxxxxxxxxxxxxxxxxxx")));
 
     // A window moved by the admin: the Sunset follows.
-    let r = shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2099-01-02T03:04:05.678Z" }));
+    let r = shim
+        .admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2099-01-02T03:04:05.678Z" }));
     assert_eq!(r.status, 200, "{}", r.text());
     let r = shim.get("/api/v1/auth/verify", Some(&old_key));
     assert_eq!(r.header("sunset"), Some("Fri, 02 Jan 2099 03:04:05 GMT"));
     assert_eq!(r.header("x-api-auth-grace-expires-at"), Some("2099-01-02T03:04:05.678Z"));
 
     // Once the window is over the key authenticates nothing, and signals nothing.
-    let r = shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
+    let r =
+        shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
     assert_eq!(r.status, 200);
     let r = shim.get("/api/v1/auth/verify", Some(&old_key));
     r.assert_error(401);

@@ -78,8 +78,14 @@ fn hostile_requests_change_nothing() {
         "tr_prod_".to_string() + &"A".repeat(4000),
         "pk_prod_whatever".to_string(),
     ];
-    let routes = ["/api/v1/auth/jwt/claims", "/api/v1/auth/jwt", "/api/v1/sessions", "/admin/api/v1/environments",
-                  "/admin/api/v1/revoked-api-keys/x", "/admin/api/v1/environments/x/regenerate-api-key"];
+    let routes = [
+        "/api/v1/auth/jwt/claims",
+        "/api/v1/auth/jwt",
+        "/api/v1/sessions",
+        "/admin/api/v1/environments",
+        "/admin/api/v1/revoked-api-keys/x",
+        "/admin/api/v1/environments/x/regenerate-api-key",
+    ];
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     let mut count = |s: u16| *statuses.entry(s).or_default() += 1;
@@ -175,7 +181,10 @@ fn hostile_requests_change_nothing() {
     for i in 0..3000 {
         if i % 10 == 0 {
             let again = shim.post("/api/v1/sessions", Some(&token), &replay);
-            assert_eq!((again.status, again.json()["id"].clone(), again.json()["isCached"].clone()), (200, id.clone(), json!(true)));
+            assert_eq!(
+                (again.status, again.json()["id"].clone(), again.json()["isCached"].clone()),
+                (200, id.clone(), json!(true))
+            );
         } else {
             round(&mut rng, &mut count);
         }

@@ -22,7 +22,10 @@ fn shim_runs_with_client_and_admin_roles() {
 
     let shim = Shim::start_with(
         &api_auth_tests::with_user(&dsn, &client_role),
-        Opts { env: vec![("API_AUTH_ADMIN_DATABASE_URL".into(), api_auth_tests::with_user(&dsn, &admin_role))], ..Default::default() },
+        Opts {
+            env: vec![("API_AUTH_ADMIN_DATABASE_URL".into(), api_auth_tests::with_user(&dsn, &admin_role))],
+            ..Default::default()
+        },
     );
     assert_eq!(shim.get("/readyz", None).status, 200);
     let (env, key) = shim.create_env("prod", "PRODUCTION");
@@ -36,7 +39,8 @@ fn shim_runs_with_client_and_admin_roles() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(shim.get("/api/v1/sessions/e1", Some(&token)).status, 200);
     let (_new, revoked) = shim.rotate(&env);
-    let r = shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
+    let r =
+        shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
     assert_eq!(r.status, 200, "{}", r.text());
     shim.get("/api/v1/auth/verify", Some(&key)).assert_error(401);
     drop(shim);
@@ -49,5 +53,6 @@ fn shim_runs_with_client_and_admin_roles() {
     drop(shim);
 
     let mut su = api_auth_tests::connect(&dsn);
-    let _ = su.batch_execute(&format!("DROP OWNED BY {client_role}, {admin_role}; DROP ROLE {client_role}; DROP ROLE {admin_role};"));
+    let _ =
+        su.batch_execute(&format!("DROP OWNED BY {client_role}, {admin_role}; DROP ROLE {client_role}; DROP ROLE {admin_role};"));
 }

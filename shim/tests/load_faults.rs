@@ -42,7 +42,8 @@ fn no_wrong_answers_under_load_with_rotations() {
         let (env, old) = shim.create_env(&format!("expired{i}"), "PRODUCTION");
         let token = shim.mint(&old, &["read:runs"]);
         let (_, revoked) = shim.rotate(&env);
-        let r = shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({"expiresAt": "2001-01-01T00:00:00Z"}));
+        let r =
+            shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked}"), &json!({"expiresAt": "2001-01-01T00:00:00Z"}));
         assert_eq!(r.status, 200, "{}", r.text());
         fixed.push((old, false));
         fixed.push((token, false));
@@ -99,7 +100,11 @@ fn no_wrong_answers_under_load_with_rotations() {
                     tally.server_errors.fetch_add(1, Ordering::Relaxed);
                 } else if (r.status == 200) != accept {
                     tally.wrong.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("wrong answer: {} for a credential that should be {}", r.status, if accept { "accepted" } else { "refused" });
+                    eprintln!(
+                        "wrong answer: {} for a credential that should be {}",
+                        r.status,
+                        if accept { "accepted" } else { "refused" }
+                    );
                 }
             }
         }));

@@ -69,20 +69,15 @@ fn every_kind_of_traffic_moves_exactly_its_counters() {
     // The shim reaches PostgreSQL through a forwarder the test can cut.
     let flaky = Flaky::new(format!("127.0.0.1:{}", support::dsn_port(&dsn)));
     let via = support::tcp_dsn(&dsn, flaky.port);
-    let shim = Shim::start_with(
-        &via,
-        Opts { args: vec!["--pool-size=4".into(), "--db-timeout=0.5".into()], ..Default::default() },
-    );
+    let shim =
+        Shim::start_with(&via, Opts { args: vec!["--pool-size=4".into(), "--db-timeout=0.5".into()], ..Default::default() });
     let mut secrets: Vec<String> = vec![ADMIN_TOKEN.to_string()];
 
     let mut env = String::new();
     let mut key = String::new();
-    exactly(
-        &shim,
-        "admin create",
-        &[(&req("admin.environments_create", "2xx"), 1.0), (&accepted("admin"), 1.0)],
-        || (env, key) = shim.create_env("prod", "PRODUCTION"),
-    );
+    exactly(&shim, "admin create", &[(&req("admin.environments_create", "2xx"), 1.0), (&accepted("admin"), 1.0)], || {
+        (env, key) = shim.create_env("prod", "PRODUCTION")
+    });
     secrets.extend([env.clone(), key.clone()]);
 
     exactly(&shim, "verify with the current key", &[(&req("auth.verify", "2xx"), 3.0), (&accepted("current_key"), 3.0)], || {
@@ -98,12 +93,9 @@ fn every_kind_of_traffic_moves_exactly_its_counters() {
     secrets.push(old_token.clone());
 
     let (mut new_key, mut revoked) = (String::new(), String::new());
-    exactly(
-        &shim,
-        "rotate",
-        &[(&req("admin.regenerate_api_key", "2xx"), 1.0), (&accepted("admin"), 1.0)],
-        || (new_key, revoked) = shim.rotate(&env),
-    );
+    exactly(&shim, "rotate", &[(&req("admin.regenerate_api_key", "2xx"), 1.0), (&accepted("admin"), 1.0)], || {
+        (new_key, revoked) = shim.rotate(&env)
+    });
     secrets.extend([new_key.clone(), revoked.clone()]);
 
     exactly(
@@ -249,7 +241,9 @@ fn every_kind_of_traffic_moves_exactly_its_counters() {
     assert!(s.get("api_auth_shim_start_time_seconds") > 1.7e9);
     assert_eq!(s.get(&format!("api_auth_shim_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))), 1.0);
     for buckets in ["le=\"0.0005\"", "le=\"10\"", "le=\"+Inf\""] {
-        assert!(s.text.contains(&format!("api_auth_shim_http_request_duration_seconds_bucket{{route=\"auth.verify\",{buckets}}}")));
+        assert!(s
+            .text
+            .contains(&format!("api_auth_shim_http_request_duration_seconds_bucket{{route=\"auth.verify\",{buckets}}}")));
     }
     assert_no_secrets(&s.text, &secrets);
     // Nothing of a key or a token, even in part (masked keys included).
@@ -305,7 +299,10 @@ fn separate_admin_pool_and_metrics_listener() {
     // The metrics listener serves nothing else.
     let r = raw_at(&addr, format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes());
     r.assert_error(404);
-    let r = raw_at(&addr, format!("POST /metrics HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+    let r = raw_at(
+        &addr,
+        format!("POST /metrics HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     r.assert_error(405);
 }
 

@@ -112,7 +112,9 @@ fn graceful_shutdown_finishes_in_flight_requests() {
 fn admin_routes_need_a_configured_token() {
     let dsn = api_auth_tests::fresh_database("shim_admin");
     let shim = Shim::start_with(&dsn, Opts { no_admin_token: true, ..Default::default() });
-    for path in ["/admin/api/v1/environments", "/admin/api/v1/revoked-api-keys/x", "/admin/api/v1/environments/x/regenerate-api-key"] {
+    for path in
+        ["/admin/api/v1/environments", "/admin/api/v1/revoked-api-keys/x", "/admin/api/v1/environments/x/regenerate-api-key"]
+    {
         shim.post(path, Some(ADMIN_TOKEN), &json!({ "slug": "a", "type": "PRODUCTION" })).assert_error(403);
         shim.post(path, None, &json!({})).assert_error(403);
     }
@@ -167,9 +169,8 @@ fn logs_never_contain_keys_or_tokens() {
     let shim = Shim::start("shim_logs");
     let (env, key) = shim.create_env("prod", "PRODUCTION");
     let token = shim.mint(&key, &["write:sessions"]);
-    let created = shim
-        .post("/api/v1/sessions", Some(&token), &json!({ "type": "t", "taskIdentifier": "f", "triggerConfig": {} }))
-        .json();
+    let created =
+        shim.post("/api/v1/sessions", Some(&token), &json!({ "type": "t", "taskIdentifier": "f", "triggerConfig": {} })).json();
     let session_token = created["publicAccessToken"].as_str().unwrap().to_string();
     let (new_key, _) = shim.rotate(&env);
     shim.get("/api/v1/auth/verify", Some(&key));
@@ -194,7 +195,8 @@ fn logs_never_contain_keys_or_tokens() {
 #[test]
 fn json_logs_and_bench_route() {
     let dsn = api_auth_tests::fresh_database("shim_bench");
-    let shim = Shim::start_with(&dsn, Opts { args: vec!["--bench-routes".into(), "--log-format=json".into()], ..Default::default() });
+    let shim =
+        Shim::start_with(&dsn, Opts { args: vec!["--bench-routes".into(), "--log-format=json".into()], ..Default::default() });
     let r = shim.get("/__bench/floor", None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({ "ok": true }));
@@ -211,7 +213,16 @@ fn help_and_bad_flags() {
     let out = std::process::Command::new(bin).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for word in ["DATABASE_URL", "API_AUTH_LISTEN", "API_AUTH_POOL_SIZE", "API_AUTH_ADMIN_TOKEN", "API_AUTH_ADMIN_TOKEN_FILE", "API_AUTH_ADMIN_DATABASE_URL", "--bench-routes", "SIGTERM"] {
+    for word in [
+        "DATABASE_URL",
+        "API_AUTH_LISTEN",
+        "API_AUTH_POOL_SIZE",
+        "API_AUTH_ADMIN_TOKEN",
+        "API_AUTH_ADMIN_TOKEN_FILE",
+        "API_AUTH_ADMIN_DATABASE_URL",
+        "--bench-routes",
+        "SIGTERM",
+    ] {
         assert!(help.contains(word), "--help does not mention {word}");
     }
     let out = std::process::Command::new(bin).env_remove("DATABASE_URL").output().unwrap();
@@ -225,7 +236,12 @@ fn help_and_bad_flags() {
 fn cors_preflight_for_browser_clients() {
     let dsn = api_auth_tests::fresh_database("shim_cors");
     let shim = Shim::start_with(&dsn, Opts::default());
-    let r = shim.request("OPTIONS", "/api/v1/sessions", &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")], None);
+    let r = shim.request(
+        "OPTIONS",
+        "/api/v1/sessions",
+        &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")],
+        None,
+    );
     assert_eq!(r.status, 204);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("access-control-allow-headers").unwrap().contains("authorization"));

@@ -44,10 +44,8 @@ fn pat_plan_over_http() {
     assert_eq!(r.header("x-api-auth-method"), Some("current_key"));
 
     // End the grace window now.
-    let r = shim.admin_post(
-        &format!("/admin/api/v1/revoked-api-keys/{revoked_id}"),
-        &json!({ "expiresAt": "2000-01-01T00:00:00.000Z" }),
-    );
+    let r = shim
+        .admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2000-01-01T00:00:00.000Z" }));
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["success"], true);
@@ -63,10 +61,8 @@ fn pat_plan_over_http() {
     verify(&shim, &tamper_signature(&fresh_pat)).assert_error(401);
 
     // Moving the expiry forward again brings the old PAT back (SPEC §3).
-    let r = shim.admin_post(
-        &format!("/admin/api/v1/revoked-api-keys/{revoked_id}"),
-        &json!({ "expiresAt": "2999-01-01T00:00:00Z" }),
-    );
+    let r =
+        shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2999-01-01T00:00:00Z" }));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(verify(&shim, &old_pat).status, 200);
 
@@ -108,10 +104,8 @@ fn token_minted_with_grace_key_outlives_the_grace_window() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-api-auth-matched-by"), Some("current"), "signed with the canonical key");
 
-    let r = shim.admin_post(
-        &format!("/admin/api/v1/revoked-api-keys/{revoked_id}"),
-        &json!({ "expiresAt": "2000-01-01T00:00:00Z" }),
-    );
+    let r =
+        shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
     assert_eq!(r.status, 200, "{}", r.text());
 
     // The old key no longer mints or authenticates...

@@ -18,7 +18,8 @@ use support::{Opts, Shim};
 fn with_topology(name: &str, args: &[&str], f: impl FnOnce(&PrivateCluster, &Standby, &Arc<Shim>)) {
     let cluster = PrivateCluster::start(name);
     let mut db = cluster.connect();
-    for sql in ["ALTER SYSTEM SET track_functions = 'all'", "ALTER SYSTEM SET synchronous_commit = on", "SELECT pg_reload_conf()"] {
+    for sql in ["ALTER SYSTEM SET track_functions = 'all'", "ALTER SYSTEM SET synchronous_commit = on", "SELECT pg_reload_conf()"]
+    {
         db.simple_query(sql).unwrap();
     }
     let standby = cluster.start_standby();
@@ -87,7 +88,8 @@ fn authentication_reads_are_served_by_the_standby() {
 
         let mut primary = cluster.connect();
         let mut replica = standby.connect();
-        let (p_find, r_find) = (calls(&mut primary, "find_environment_by_api_key"), calls(&mut replica, "find_environment_by_api_key"));
+        let (p_find, r_find) =
+            (calls(&mut primary, "find_environment_by_api_key"), calls(&mut replica, "find_environment_by_api_key"));
         let (p_val, r_val) = (calls(&mut primary, "validate_public_jwt"), calls(&mut replica, "validate_public_jwt"));
         let before = reads(shim);
         const N: i64 = 40;
@@ -134,7 +136,8 @@ fn authentication_reads_are_served_by_the_standby() {
         // The replica's pool is reported by /metrics under its configured name.
         let metrics = shim.get("/metrics", None);
         assert_eq!(metrics.status, 200);
-        let wanted = format!("api_auth_shim_db_pool_connections{{pool=\"replica:127.0.0.1:{}/{}\"}}", standby.port, "repl_served");
+        let wanted =
+            format!("api_auth_shim_db_pool_connections{{pool=\"replica:127.0.0.1:{}/{}\"}}", standby.port, "repl_served");
         assert!(metrics.text().contains(&wanted), "no {wanted} in /metrics:\n{}", metrics.text());
         // And the routing: what this replica served, and that it is usable.
         let replica = format!("replica=\"127.0.0.1:{}/repl_served\"", standby.port);
@@ -177,10 +180,8 @@ fn rotation_works_at_once_and_grace_expiry_refuses_within_the_lag_bound() {
 
         // End the grace window now, then poll: the first 401 comes within
         // the lag bound, and it never flips back to 200.
-        let expired = shim.admin_post(
-            &format!("/admin/api/v1/revoked-api-keys/{revoked_id}"),
-            &json!({ "expiresAt": "2000-01-01T00:00:00Z" }),
-        );
+        let expired = shim
+            .admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
         assert_eq!(expired.status, 200, "{}", expired.text());
         let committed = Instant::now();
         let mut first_401 = None;
@@ -206,45 +207,45 @@ fn rotation_works_at_once_and_grace_expiry_refuses_within_the_lag_bound() {
 #[test]
 fn a_stopped_standby_costs_clients_nothing() {
     with_topology("repl_stop", &["--max-replica-lag", "0.5"], |_cluster, standby, shim| {
-    let (_, key) = shim.create_env("prod", "PRODUCTION");
-    standby.wait_caught_up(Duration::from_secs(10));
+        let (_, key) = shim.create_env("prod", "PRODUCTION");
+        standby.wait_caught_up(Duration::from_secs(10));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses: Arc<Mutex<Vec<u16>>> = Arc::default();
-    let load: Vec<_> = (0..3)
-        .map(|_| {
-            let (shim, stop, statuses, key) = (shim.clone(), stop.clone(), statuses.clone(), key.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let status = shim.get("/api/v1/auth/verify", Some(&key)).status;
-                    statuses.lock().unwrap().push(status);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+        let stop = Arc::new(AtomicBool::new(false));
+        let statuses: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let load: Vec<_> = (0..3)
+            .map(|_| {
+                let (shim, stop, statuses, key) = (shim.clone(), stop.clone(), statuses.clone(), key.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let status = shim.get("/api/v1/auth/verify", Some(&key)).status;
+                        statuses.lock().unwrap().push(status);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    standby.stop();
-    std::thread::sleep(Duration::from_millis(300));
-    wait_usable(shim, false, Duration::from_secs(5));
-    let during = reads(shim);
-    std::thread::sleep(Duration::from_secs(2));
-    standby.start();
-    wait_usable(shim, true, Duration::from_secs(20));
-    let served_back = reads(shim)["replicas"][0]["served"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
-    let after = reads(shim);
-    let statuses = statuses.lock().unwrap();
-    let bad: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
-    eprintln!("standby stopped and restarted under load: {} requests, {} not 200; {after}", statuses.len(), bad.len());
-    assert!(statuses.len() > 100, "too little load: {}", statuses.len());
-    assert!(bad.is_empty(), "client errors while the standby was down: {bad:?}");
-    assert!(during["primaryReads"].as_i64().unwrap() > 0, "{during}");
-    assert!(after["replicas"][0]["served"].as_i64().unwrap() > served_back, "the standby was not used again: {after}");
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        standby.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        wait_usable(shim, false, Duration::from_secs(5));
+        let during = reads(shim);
+        std::thread::sleep(Duration::from_secs(2));
+        standby.start();
+        wait_usable(shim, true, Duration::from_secs(20));
+        let served_back = reads(shim)["replicas"][0]["served"].as_i64().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        for t in load {
+            t.join().unwrap();
+        }
+        let after = reads(shim);
+        let statuses = statuses.lock().unwrap();
+        let bad: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+        eprintln!("standby stopped and restarted under load: {} requests, {} not 200; {after}", statuses.len(), bad.len());
+        assert!(statuses.len() > 100, "too little load: {}", statuses.len());
+        assert!(bad.is_empty(), "client errors while the standby was down: {bad:?}");
+        assert!(during["primaryReads"].as_i64().unwrap() > 0, "{during}");
+        assert!(after["replicas"][0]["served"].as_i64().unwrap() > served_back, "the standby was not used again: {after}");
     });
 }
 
@@ -262,15 +263,14 @@ fn a_paused_standby_beyond_the_lag_bound_is_not_used() {
         std::thread::sleep(Duration::from_secs(1));
         assert_eq!(reads(shim)["replicas"][0]["usable"], json!(true), "idle primary, paused standby");
 
-        let r = shim.admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
+        let r = shim
+            .admin_post(&format!("/admin/api/v1/revoked-api-keys/{revoked_id}"), &json!({ "expiresAt": "2000-01-01T00:00:00Z" }));
         assert_eq!(r.status, 200);
         let revoked_at = Instant::now();
         // The standby still holds the old state...
         std::thread::sleep(Duration::from_millis(1200));
-        let still: i64 = replica
-            .query_one("SELECT count(*) FROM api_auth.find_environment_by_api_key($1, NULL)", &[&old_key])
-            .unwrap()
-            .get(0);
+        let still: i64 =
+            replica.query_one("SELECT count(*) FROM api_auth.find_environment_by_api_key($1, NULL)", &[&old_key]).unwrap().get(0);
         assert_eq!(still, 1, "the paused standby should still accept the old key");
         // ...but it is past the bound, so the shim reads from the primary.
         assert_eq!(reads(shim)["replicas"][0]["usable"], json!(false));

@@ -57,9 +57,7 @@ fn create_session_authorization_matrix() {
     create(Some("garbage"), &body("foo")).assert_error(401);
     create(Some("tr_prod_notarealkeynotarealkey00"), &body("foo")).assert_error(401);
     create(Some("eyJhbGciOiJIUzI1NiJ9.e30.AAAA"), &body("foo")).assert_error(401);
-    let pk = shim
-        .admin_post("/admin/api/v1/environments", &json!({ "slug": "p2", "type": "PRODUCTION" }))
-        .json()["pkApiKey"]
+    let pk = shim.admin_post("/admin/api/v1/environments", &json!({ "slug": "p2", "type": "PRODUCTION" })).json()["pkApiKey"]
         .as_str()
         .unwrap()
         .to_string();

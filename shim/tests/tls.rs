@@ -26,10 +26,25 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.crt"), "-days", "2",
-            "-subj", &format!("/CN={name}"),
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
     dir.join(format!("{name}.crt"))
@@ -48,15 +63,38 @@ fn make_server_cert(dir: &Path, ca: &str) {
     openssl(
         dir,
         &[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", &format!("/CN={SERVER_NAME}"),
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            &format!("/CN={SERVER_NAME}"),
         ],
     );
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", &format!("{ca}.crt"), "-CAkey", &format!("{ca}.key"),
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ],
     );
 }
@@ -166,10 +204,8 @@ fn verified_tls_to_primary_admin_and_replica() {
         cluster.db,
         ca.display()
     );
-    let replica = format!(
-        "postgresql://postgres@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={ca_q}",
-        standby.port, cluster.db
-    );
+    let replica =
+        format!("postgresql://postgres@127.0.0.1:{}/{}?sslmode=verify-full&sslrootcert={ca_q}", standby.port, cluster.db);
     let shim = Shim::start_with(
         &primary,
         Opts { args: vec!["--admin-database-url".into(), admin, "--replica-database-url".into(), replica], ..Default::default() },

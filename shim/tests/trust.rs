@@ -35,9 +35,17 @@ fn a_narrow_token_cannot_take_over_another_tasks_session() {
     assert!(!text.contains("secret") && !text.contains("publicAccessToken"), "nothing of bar's session: {text}");
     assert!(v["error"].as_str().unwrap().contains("another task"), "{v}");
     // Same task, other type: refused too. Same task and type from the owner: the session.
-    let r = shim.post("/api/v1/sessions", Some(&key), &json!({ "type": "other", "taskIdentifier": "bar", "triggerConfig": {}, "externalId": "chat-42" }));
+    let r = shim.post(
+        "/api/v1/sessions",
+        Some(&key),
+        &json!({ "type": "other", "taskIdentifier": "bar", "triggerConfig": {}, "externalId": "chat-42" }),
+    );
     r.assert_error(409);
-    let r = shim.post("/api/v1/sessions", Some(&key), &json!({ "type": "chat", "taskIdentifier": "bar", "triggerConfig": {}, "externalId": "chat-42" }));
+    let r = shim.post(
+        "/api/v1/sessions",
+        Some(&key),
+        &json!({ "type": "chat", "taskIdentifier": "bar", "triggerConfig": {}, "externalId": "chat-42" }),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["isCached"], true);
 
@@ -56,7 +64,11 @@ fn caller_chosen_text_never_becomes_a_scope() {
     let (env, key) = shim.create_env("prod", "PRODUCTION");
     // An externalId that would read as "... x admin ..." in a space-separated header.
     for bad in ["x admin", "x,admin", "caf\u{e9}", "a\"b"] {
-        let r = shim.post("/api/v1/sessions", Some(&key), &json!({ "type": "chat", "taskIdentifier": "foo", "triggerConfig": {}, "externalId": bad }));
+        let r = shim.post(
+            "/api/v1/sessions",
+            Some(&key),
+            &json!({ "type": "chat", "taskIdentifier": "foo", "triggerConfig": {}, "externalId": bad }),
+        );
         let v = r.assert_error(400);
         assert!(v.to_string().contains("external_id must be"), "{bad:?}: {v}");
     }
@@ -98,7 +110,11 @@ fn a_key_in_grace_mints_nothing_that_outlives_its_window() {
     assert!(exp <= window_end, "exp {exp} must not pass the grace window's end {window_end}");
     assert!(exp >= window_end - 1, "capped at the window's end, not shorter: {exp} vs {window_end}");
 
-    let r = shim.post("/api/v1/sessions", Some(&old_key), &json!({ "type": "chat", "taskIdentifier": "foo", "triggerConfig": {}, "externalId": "g1" }));
+    let r = shim.post(
+        "/api/v1/sessions",
+        Some(&old_key),
+        &json!({ "type": "chat", "taskIdentifier": "foo", "triggerConfig": {}, "externalId": "g1" }),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     let exp = claims_of(r.json()["publicAccessToken"].as_str().unwrap())["exp"].as_i64().unwrap();
     assert!(exp <= window_end, "the session token too: {exp} vs {window_end}");
@@ -167,8 +183,7 @@ fn the_shims_sql_never_resolves_through_a_hostile_search_path() {
     assert_eq!(shim.get("/api/v1/auth/verify", Some(&token)).status, 200);
     drop(shim);
 
-    let called: Vec<String> =
-        su.query("SELECT what FROM evil.calls", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let called: Vec<String> = su.query("SELECT what FROM evil.calls", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert!(called.is_empty(), "the shim called planted objects: {called:?}");
     let _ = su.batch_execute(&format!("DROP SCHEMA evil CASCADE; DROP OWNED BY {role}; DROP ROLE {role};"));
 }

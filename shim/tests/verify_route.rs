@@ -22,7 +22,8 @@ fn preview_branches_through_verify_and_claims() {
     let branch_id = r.json()["id"].as_str().unwrap().to_string();
 
     let auth = format!("Bearer {key}");
-    let with_branch = |b: &str| shim.request("GET", "/api/v1/auth/verify", &[("Authorization", &auth), ("x-trigger-branch", b)], None);
+    let with_branch =
+        |b: &str| shim.request("GET", "/api/v1/auth/verify", &[("Authorization", &auth), ("x-trigger-branch", b)], None);
     let r = with_branch("feat-x");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-api-auth-environment-id"), Some(branch_id.as_str()));
@@ -94,7 +95,8 @@ fn slow_body_gets_408_and_the_shim_keeps_serving() {
     let (_env, key) = shim.create_env("dev", "DEVELOPMENT");
     let mut s = TcpStream::connect(&shim.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!("POST /api/v1/auth/jwt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n{{");
+    let head =
+        format!("POST /api/v1/auth/jwt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n{{");
     s.write_all(head.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);

@@ -305,10 +305,8 @@ impl Resp {
         let head = String::from_utf8_lossy(&raw[..end]).to_string();
         let mut lines = head.split("\r\n");
         let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
         let body = raw[end + 4..].to_vec();
         let complete = match headers.iter().find(|(k, _)| k == "content-length") {
             Some((_, n)) => body.len() >= n.parse::<usize>().unwrap_or(0),
@@ -402,10 +400,7 @@ pub fn tcp_dsn(dsn: &str, port: u16) -> String {
 
 /// The port of the cluster in a key=value DSN (5432 when absent).
 pub fn dsn_port(dsn: &str) -> u16 {
-    dsn.split_whitespace()
-        .find_map(|p| p.strip_prefix("port="))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(5432)
+    dsn.split_whitespace().find_map(|p| p.strip_prefix("port=")).and_then(|p| p.parse().ok()).unwrap_or(5432)
 }
 
 /// Flip the signature of a JWT (keeps it well-formed base64url of 32 bytes).
