@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of api_auth on this machine, installing what is missing:
-# unit tests of the pure crates, then the SQL suites and the shim's HTTP suites
+# the formatting check, unit tests of the pure crates, then the SQL suites and
+# the shim's HTTP suites
 # against a throwaway private PostgreSQL 15 cluster with the extension installed,
 # then the start.sh least-privilege check, a fuzz smoke run (API_AUTH_FUZZ_SECONDS
 # per target, default 45, 0 skips) and the benchmark command in smoke mode
@@ -70,6 +71,19 @@ if [ -n "${API_AUTH_PG:-}" ]; then
   sql_suites "$API_AUTH_PG" "$port"
   summary
   exit "$status"
+fi
+
+# Formatting: the tree (the fuzz crate too) is kept in rustfmt's form under
+# rustfmt.toml. Checked when rustfmt is installed (rustup's default profile has it).
+if cargo fmt --version >/dev/null 2>&1; then
+  echo "== cargo fmt --check"
+  if ! fmt_diff=$({ cargo fmt --all -- --check --color never &&
+    cargo fmt --all --manifest-path fuzz/Cargo.toml -- --check --color never; } 2>&1); then
+    printf '%s\n' "${fmt_diff:0:6000}"
+    failed "formatting (fix: cargo fmt --all; cargo fmt --all --manifest-path fuzz/Cargo.toml)"
+  fi
+else
+  echo "== cargo fmt --check skipped: rustfmt is not installed"
 fi
 
 # Fetch the newest version now: registering it with pgrx changes pgrx's
