@@ -46,6 +46,9 @@ pub struct Answers {
     /// WAL position (bytes) a node must have replayed to refill the cache;
     /// `u64::MAX` while the position after the latest notification is being read.
     min_lsn: AtomicU64,
+    /// Change notifications applied ([`Answers::notified`]); not the admin
+    /// routes' own invalidations.
+    notifications: AtomicU64,
 }
 
 impl Answers {
@@ -55,6 +58,7 @@ impl Answers {
             keys: Cache::new(capacity.div_ceil(2), max_age),
             tokens: Cache::new(capacity / 2, max_age),
             min_lsn: AtomicU64::new(u64::MAX),
+            notifications: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +78,12 @@ impl Answers {
         self.min_lsn.store(u64::MAX, Ordering::Release);
         self.keys.invalidate(environment);
         self.tokens.invalidate(environment);
+    }
+
+    /// A change notification about `environment` arrived: [`Answers::invalidate`], counted.
+    pub fn notified(&self, environment: &str) {
+        self.invalidate(environment);
+        self.notifications.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The primary's WAL position read after the latest notification (or subscription).
@@ -209,7 +219,7 @@ impl prometheus_client::collector::Collector for AnswersCollector {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(a.keys.counters.notifications.load(Ordering::Relaxed)).encode(notes)?;
+        ConstCounter::new(a.notifications.load(Ordering::Relaxed)).encode(notes)?;
         let mut entries = encoder.encode_descriptor("cache_entries", "Answers held now", None, MetricType::Gauge)?;
         for (kind, cache) in [("key", a.keys.len()), ("token", a.tokens.len())] {
             ConstGauge::new(cache as i64).encode(entries.encode_family(&[("credential", kind)])?)?;

@@ -110,7 +110,6 @@ pub struct Counters {
     pub expirations: AtomicU64,
     /// Entries dropped by invalidations (notifications and flushes).
     pub invalidated: AtomicU64,
-    pub notifications: AtomicU64,
 }
 
 /// Taken before asking the database; an insert with an outdated ticket is refused.
@@ -380,7 +379,6 @@ impl<V: Clone> Cache<V> {
             }
         }
         drop(inner);
-        self.counters.notifications.fetch_add(1, Ordering::Relaxed);
         self.counters.invalidated.fetch_add(dropped, Ordering::Relaxed);
     }
 

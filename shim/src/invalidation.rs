@@ -4,7 +4,7 @@
 //! answers a change may alter (`sql/invalidation.sql`). This task holds one
 //! connection to the primary (the `DATABASE_URL`, TLS as configured), and for
 //! each notification drops that environment's entries
-//! ([`Answers::invalidate`]) and then reads `pg_current_wal_lsn()`: a position
+//! ([`Answers::notified`]) and then reads `pg_current_wal_lsn()`: a position
 //! at or past the commit's, which replicas must have replayed before they may
 //! refill the cache.
 //!
@@ -162,10 +162,10 @@ async fn subscribe_and_listen(
                 Err(_) => break format!("the listening connection did not answer within {db_timeout:?}"),
             },
         };
-        answers.invalidate(&environment);
+        answers.notified(&environment);
         // Drain what else arrived meanwhile before paying for the position read.
         while let Ok(more) = notes.try_recv() {
-            answers.invalidate(&more);
+            answers.notified(&more);
         }
         match tokio::time::timeout(db_timeout, lsn(&client)).await {
             Ok(Ok(position)) => answers.set_min_lsn(position),

@@ -80,17 +80,44 @@ fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
     let shim = Shim::start_with(&dsn, Opts::default());
     wait_live(&shim, true);
     let mut db = connect(&dsn);
+    let notes = "api_auth_shim_cache_notifications_total";
+    let n0 = counter(&shim, notes);
     let (env, key) = create_env_heard(&shim);
 
     let hits = "api_auth_shim_cache_hits_total{credential=\"key\"}";
     let misses = "api_auth_shim_cache_misses_total{credential=\"key\"}";
     assert_eq!(verify(&shim, &key), 200);
-    let (h0, m0) = (counter(&shim, hits), counter(&shim, misses));
+    let before = shim.scrape();
+    let (h0, m0) = (before.get(hits), before.get(misses));
     for _ in 0..20 {
         assert_eq!(verify(&shim, &key), 200);
     }
-    assert_eq!(counter(&shim, hits) - h0, 20.0, "answered from memory");
-    assert_eq!(counter(&shim, misses), m0, "no miss, so no query");
+    let after = shim.scrape();
+    // Said on failure: what the cache did meanwhile, and the shim's log (a
+    // lost subscription or a late notification shows there).
+    let why = || {
+        let cache = |s: &support::Scrape| {
+            s.samples
+                .iter()
+                .filter(|(k, _)| k.starts_with("api_auth_shim_cache"))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "before the hits: {}\nmoved during them: {:?}\nshim log:\n{}",
+            cache(&before),
+            after.delta(&before, "api_auth_shim_cache"),
+            shim.logs()
+        )
+    };
+    assert_eq!(after.get(hits) - h0, 20.0, "answered from memory; {}", why());
+    assert_eq!(after.get(misses), m0, "no miss, so no query; {}", why());
+    // The counter counts NOTIFYs only: the creation sent one. (The admin
+    // route's own read-your-writes invalidation is not a notification; when
+    // it was counted as one, the helper above could take it for the NOTIFY,
+    // which then landed during the first fill and kept it out of the cache.)
+    assert_eq!(after.get(notes) - n0, 1.0, "notifications for one creation; {}", why());
 
     // A rotation in SQL (zero grace): the old key stops at once.
     let (new_key, _) = api_auth_tests::rotate(&mut db, &env);
