@@ -284,14 +284,15 @@ fn measure(
 ) -> Result<Value, String> {
     wait_live(cached)?;
     wait_live(small)?;
-    let spec = |addr: SocketAddr, path: &str, creds: &Arc<Vec<String>>, secs: u64| load::LoadSpec {
+    let load_of = |addr: SocketAddr, routes: Vec<load::Route>, secs: u64| load::LoadSpec {
         addr,
-        routes: vec![load::Route::new(path, creds)],
+        routes,
         conns: s.conns,
         warmup: Duration::from_millis(500),
         duration: Duration::from_secs(secs),
         rate: None,
     };
+    let spec = |addr, path: &str, creds, secs| load_of(addr, vec![load::Route::new(path, creds)], secs);
     let none = Arc::new(Vec::new());
     let verify = "/api/v1/auth/verify";
 
@@ -346,11 +347,7 @@ fn measure(
         let misses_before = misses("key")? + misses("token")?;
         let mut rounds: Vec<Vec<load::LoadResult>> = Vec::new();
         for round in 0..s.runs {
-            let r = load::run_mixed(&load::LoadSpec {
-                rate: Some(rate),
-                routes: routes.clone(),
-                ..spec(cached, "/healthz", &none, s.secs)
-            });
+            let r = load::run_mixed(&load::LoadSpec { rate: Some(rate), ..load_of(cached, routes.clone(), s.secs) });
             log(format!(
                 "  mixed round {}/{} at {rate:.0} req/s ({label} of the floor)  p99 healthz {:.0} / {:.0} us, key {:.0} us, token {:.0} us",
                 round + 1,

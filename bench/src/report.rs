@@ -239,37 +239,25 @@ impl Report {
         // VM's wake-up latency are constant in table size but drift over the
         // 20 minutes between the two points); pgbench's are shown beside them.
         if let (Some(&lo), Some(&hi)) = (mode.env_points.first(), mode.env_points.last()) {
+            // (The bare SELECT is the reference, without a target of its own.)
+            let server = ["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace"]
+                .map(|script| ("server", "server-side", script));
+            let pgbench = ["bare_lookup", "find_current", "validate_current"].map(|script| ("c1", "pgbench", script));
             for &rev in &mode.rev_points {
-                for script in ["bare_lookup", "find_current", "find_grace", "find_miss", "validate_current", "validate_grace"] {
-                    let (k, bk) =
-                        (format!("scale/{hi}/{rev}/server/{script}/us"), format!("scale/{lo}/{rev}/server/{script}/us"));
-                    let (v, b) = (s.med(&k), s.med(&bk));
-                    let target = if script == "bare_lookup" { Target::None } else { Target::AtMost(1.5) };
+                for (mode_key, label, script) in server.into_iter().chain(pgbench) {
+                    let at = |envs: i64| s.med(&format!("scale/{envs}/{rev}/{mode_key}/{script}/us"));
+                    let (v, b) = (at(hi), at(lo));
+                    let targeted = mode_key == "server" && script != "bare_lookup";
                     rows.push(Row {
                         item: "6",
-                        figure: format!("server-side: {script} at {} envs, {} revoked", human(hi), human(rev)),
+                        figure: format!("{label}: {script} at {} envs, {} revoked", human(hi), human(rev)),
                         value: v,
                         baseline: format!("same at {} envs", human(lo)),
                         baseline_value: b,
                         unit: "us/call",
                         ratio: v / b,
                         ratio_of: "figure / baseline",
-                        target,
-                    });
-                }
-                for script in ["bare_lookup", "find_current", "validate_current"] {
-                    let (v, b) =
-                        (s.med(&format!("scale/{hi}/{rev}/c1/{script}/us")), s.med(&format!("scale/{lo}/{rev}/c1/{script}/us")));
-                    rows.push(Row {
-                        item: "6",
-                        figure: format!("pgbench: {script} at {} envs, {} revoked", human(hi), human(rev)),
-                        value: v,
-                        baseline: format!("same at {} envs", human(lo)),
-                        baseline_value: b,
-                        unit: "us/call",
-                        ratio: v / b,
-                        ratio_of: "figure / baseline",
-                        target: Target::None,
+                        target: if targeted { Target::AtMost(1.5) } else { Target::None },
                     });
                 }
             }

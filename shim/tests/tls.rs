@@ -16,36 +16,25 @@ use support::{Opts, Shim};
 /// Name in the server certificate (besides IP 127.0.0.1).
 const SERVER_NAME: &str = "db.h12.test";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// How every key here is made: a fresh P-256 key, unencrypted.
+const NEW_EC_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+/// Run `openssl` in `dir` with `command`'s space-separated arguments (none
+/// here contains a space).
+fn openssl(dir: &Path, command: &str) {
+    let args: Vec<&str> = command.split_whitespace().collect();
+    let out = Command::new("openssl").args(&args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {command}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A CA (`<name>.crt`, `<name>.key`) in `dir`.
 fn make_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        &format!(
+            "req -x509 {NEW_EC_KEY} -keyout {name}.key -out {name}.crt -days 2 -subj /CN={name} \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ),
     );
     dir.join(format!("{name}.crt"))
 }
@@ -60,42 +49,13 @@ fn make_server_cert(dir: &Path, ca: &str) {
         ),
     )
     .unwrap();
+    openssl(dir, &format!("req {NEW_EC_KEY} -keyout server.key -out server.csr -subj /CN={SERVER_NAME}"));
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            &format!("/CN={SERVER_NAME}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
+        &format!(
+            "x509 -req -in server.csr -CA {ca}.crt -CAkey {ca}.key -CAcreateserial -out server.crt -days 2 \
+             -extfile server.ext"
+        ),
     );
 }
 
