@@ -13,9 +13,13 @@
 //!   known).
 //! - **No answer from before an invalidation is stored after it.** A fill
 //!   takes a [`Ticket`] before it asks the database; [`Cache::insert`] refuses
-//!   the answer if any invalidation (or a subscription loss) happened since.
-//!   An invalidation that arrives after the insert drops the entry anyway. So
-//!   an entry is never older than the last notification about it.
+//!   the answer if an invalidation that concerns it happened since: one about
+//!   an environment it depends on, any at all for a refusal, a flush or a
+//!   subscription change, or more of them than the cache remembers
+//!   ([`RECENT`]). Changes to other environments let it through: had it been
+//!   kept before them, they would not have dropped it either. An invalidation
+//!   that arrives after the insert drops the entry anyway. So an entry is
+//!   never older than the last notification about it.
 //! - **No memory without a subscription.** Until the listener has subscribed
 //!   (and flushed), and from the moment its connection drops, [`Cache::get`]
 //!   answers nothing and nothing is stored: a missed notification can never
@@ -112,9 +116,15 @@ pub struct Counters {
     pub invalidated: AtomicU64,
 }
 
-/// Taken before asking the database; an insert with an outdated ticket is refused.
+/// Taken before asking the database; an insert is refused if an invalidation
+/// that concerns it happened since.
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket(u64);
+
+/// How many invalidations the cache remembers for fills in flight. A fill
+/// lasts a round trip; one that straddles more changes than this is refused,
+/// whatever they were about.
+const RECENT: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Segment {
@@ -143,9 +153,15 @@ struct Inner<V> {
     negative: VecDeque<Key>,
     counts: [usize; 3],
     /// Keys that left probation unasked, oldest first (at most the main
-    /// queue's length); `ghost_set` holds the same keys for lookups.
-    ghost: VecDeque<Key>,
-    ghost_set: KeySet,
+    /// queue's length), each with the number of its turn; `ghosts` holds
+    /// the ghosts now, each with its latest turn: a slot whose number is
+    /// not that one is stale (the key was promoted, or became a ghost again).
+    ghost: VecDeque<(Key, u64)>,
+    ghosts: KeyMap<u64>,
+    ghost_turns: u64,
+    /// The latest invalidations, oldest first: each one's generation, and
+    /// its environment (`None`: a flush, about every entry).
+    recent: VecDeque<(u64, Option<String>)>,
 }
 
 /// A bounded answer cache for values of type `V` (see the module docs).
@@ -184,7 +200,9 @@ impl<V: Clone> Cache<V> {
                 negative: VecDeque::new(),
                 counts: [0; 3],
                 ghost: VecDeque::new(),
-                ghost_set: KeySet::default(),
+                ghosts: KeyMap::default(),
+                ghost_turns: 0,
+                recent: VecDeque::with_capacity(RECENT),
             }),
             capacity: capacity.max(10),
             max_age,
@@ -266,8 +284,8 @@ impl<V: Clone> Cache<V> {
 
     /// Keep an answer asked with `ticket`: `value` `None` for a refusal,
     /// `environments` it depends on, `expires_in` at most (capped by `max_age`).
-    /// Refused (false) when an invalidation happened since the ticket, or
-    /// while there is no subscription.
+    /// Refused (false) when an invalidation that concerns it happened since
+    /// the ticket (see the module docs), or while there is no subscription.
     pub fn insert(
         &self,
         ticket: Ticket,
@@ -287,7 +305,7 @@ impl<V: Clone> Cache<V> {
         let mut inner = self.write();
         // Checked under the lock that invalidations take: no invalidation can
         // slip between this check and the insert.
-        if self.generation.load(Ordering::Acquire) != ticket.0 {
+        if self.generation.load(Ordering::Acquire) != ticket.0 && inner.changed_since(ticket, value.is_none(), &environments) {
             self.counters.stale_fills.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -295,7 +313,7 @@ impl<V: Clone> Cache<V> {
         // larger than probation, so it goes straight to the main queue.
         let segment = match value {
             None => Segment::Negative,
-            Some(_) if inner.ghost_set.remove(&key) => Segment::Main,
+            Some(_) if inner.take_ghost(&key) => Segment::Main,
             Some(_) => Segment::Probation,
         };
         inner.remove(&key);
@@ -365,7 +383,7 @@ impl<V: Clone> Cache<V> {
     /// it committed.
     pub fn invalidate(&self, environment: &str) {
         let mut inner = self.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        inner.remember(self.generation.fetch_add(1, Ordering::AcqRel) + 1, Some(environment));
         let mut dropped = 0;
         if let Some(keys) = inner.by_environment.remove(environment) {
             for k in keys {
@@ -385,7 +403,7 @@ impl<V: Clone> Cache<V> {
     /// Forget everything.
     pub fn flush(&self) {
         let mut inner = self.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        inner.remember(self.generation.fetch_add(1, Ordering::AcqRel) + 1, None);
         let dropped = inner.entries.len() as u64;
         inner.entries.clear();
         inner.by_environment.clear();
@@ -394,7 +412,7 @@ impl<V: Clone> Cache<V> {
         inner.negative.clear();
         inner.counts = [0; 3];
         inner.ghost.clear();
-        inner.ghost_set.clear();
+        inner.ghosts.clear();
         drop(inner);
         self.counters.invalidated.fetch_add(dropped, Ordering::Relaxed);
     }
@@ -409,15 +427,50 @@ impl<V> Inner<V> {
         }
     }
 
-    /// Remember `key` as a ghost (at most `limit` of them, the oldest forgotten first).
-    fn add_ghost(&mut self, key: Key, limit: usize) {
-        if self.ghost_set.insert(key) {
-            self.ghost.push_back(key);
+    /// Remember invalidation number `generation`, about `environment` (`None`: everything).
+    fn remember(&mut self, generation: u64, environment: Option<&str>) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
         }
-        while self.ghost.len() > limit {
-            if let Some(old) = self.ghost.pop_front() {
-                self.ghost_set.remove(&old);
+        self.recent.push_back((generation, environment.map(str::to_string)));
+    }
+
+    /// Whether an invalidation since `ticket` concerns an answer about
+    /// `environments` (`refusal`: which every change concerns). Yes too when
+    /// the oldest of them is no longer remembered.
+    fn changed_since(&self, ticket: Ticket, refusal: bool, environments: &[String]) -> bool {
+        let remembered = self.recent.front().is_some_and(|(oldest, _)| *oldest <= ticket.0 + 1);
+        !remembered
+            || refusal
+            || self
+                .recent
+                .iter()
+                .rev()
+                .take_while(|(generation, _)| *generation > ticket.0)
+                .any(|(_, about)| about.as_ref().is_none_or(|env| environments.contains(env)))
+    }
+
+    /// Whether `key` was a ghost (it is no longer one).
+    fn take_ghost(&mut self, key: &Key) -> bool {
+        self.ghosts.remove(key).is_some()
+    }
+
+    /// Remember `key` as a ghost (at most `limit` of them, the oldest
+    /// forgotten first; stale slots are skipped, and compacted away when they
+    /// outnumber live ones).
+    fn add_ghost(&mut self, key: Key, limit: usize) {
+        self.ghost_turns += 1;
+        self.ghosts.insert(key, self.ghost_turns);
+        self.ghost.push_back((key, self.ghost_turns));
+        while self.ghosts.len() > limit {
+            let Some((old, turn)) = self.ghost.pop_front() else { break };
+            if self.ghosts.get(&old) == Some(&turn) {
+                self.ghosts.remove(&old);
             }
+        }
+        if self.ghost.len() > 2 * self.ghosts.len() + 64 {
+            let ghosts = &self.ghosts;
+            self.ghost.retain(|(k, turn)| ghosts.get(k) == Some(turn));
         }
     }
 
@@ -498,6 +551,32 @@ mod tests {
         assert!(!c.insert(ticket, k(1), Some(1), vec!["a".into()], None));
         assert_eq!(c.get(&k(1)), None);
         assert_eq!(c.counters.stale_fills.load(Ordering::Relaxed), 1);
+    }
+
+    /// A change to one environment says nothing about another's answers: a
+    /// fill it straddled is kept (a busy system notifies all the time, and
+    /// refusing every fill in flight on each notification made the hot keys
+    /// of quiet environments miss again and again). A refusal, a flush, or
+    /// more changes than the cache remembers still refuse it.
+    #[test]
+    fn a_fill_straddling_only_other_environments_changes_is_kept() {
+        let c = live(100);
+        let ticket = c.ticket();
+        c.invalidate("b");
+        c.invalidate("c");
+        assert!(c.insert(ticket, k(1), Some(1), vec!["a".into()], None), "b and c changed, not a");
+        assert_eq!(c.get(&k(1)), Some(Some(1)));
+        assert!(!c.insert(ticket, k(2), Some(2), vec!["a".into(), "c".into()], None), "signed by c");
+        assert!(!c.insert(ticket, k(3), None, vec![], None), "a refusal: any change may have made the key known");
+        let ticket = c.ticket();
+        c.flush();
+        assert!(!c.insert(ticket, k(4), Some(4), vec!["a".into()], None), "a flush concerns every entry");
+        let ticket = c.ticket();
+        for i in 0..=RECENT {
+            c.invalidate(&format!("other-{i}"));
+        }
+        assert!(!c.insert(ticket, k(5), Some(5), vec!["a".into()], None), "more changes than remembered");
+        assert_eq!(c.counters.stale_fills.load(Ordering::Relaxed), 4);
     }
 
     #[test]
@@ -581,6 +660,28 @@ mod tests {
         let hits = (0..500).filter(|i| ask(*i)).count();
         assert_eq!(hits, 500, "the third pass is answered from memory");
         assert!(c.len() <= 1000);
+    }
+
+    /// A key promoted out of the ghost queue and made a ghost again later
+    /// is remembered from then on: the slot it left behind neither counts
+    /// against the limit nor, leaving, takes the new ghost with it.
+    #[test]
+    fn a_ghost_is_forgotten_by_age_only() {
+        let c = live(100);
+        let mut inner = c.write();
+        inner.add_ghost(k(1), 3);
+        inner.add_ghost(k(2), 3);
+        assert!(inner.take_ghost(&k(1)), "asked again: promoted");
+        assert!(!inner.take_ghost(&k(1)), "once");
+        inner.add_ghost(k(1), 3);
+        inner.add_ghost(k(3), 3);
+        for i in 1..=3 {
+            assert!(inner.take_ghost(&k(i)), "ghost {i} is among the three latest");
+        }
+        for i in 10..20 {
+            inner.add_ghost(k(i), 3);
+        }
+        assert!((10..17).all(|i| !inner.take_ghost(&k(i))) && (17..20).all(|i| inner.take_ghost(&k(i))), "the oldest go first");
     }
 
     #[test]

@@ -74,6 +74,47 @@ fn wait_live(shim: &Shim, live: bool) {
     }
 }
 
+/// A change to one environment keeps no other's answers out of the cache:
+/// with another environment committing a change every millisecond or so (so
+/// that notifications land while fills are being asked), each key is still
+/// asked of the database once, and answered from memory after that. (When
+/// every notification refused every fill in flight, most of these keys
+/// missed again.)
+#[test]
+fn a_busy_neighbour_keeps_no_answer_out_of_the_cache() {
+    let dsn = api_auth_tests::fresh_database("cache_neighbour");
+    let shim = Shim::start_with(&dsn, Opts::default());
+    wait_live(&shim, true);
+    let keys: Vec<String> = (0..40).map(|_| create_env_heard(&shim).1).collect();
+    let (busy, _) = create_env_heard(&shim);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut db) = (stop.clone(), connect(&dsn));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                db.execute("UPDATE api_auth.runtime_environment SET updated_at = now() WHERE id = $1", &[&busy]).unwrap();
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    let notes = "api_auth_shim_cache_notifications_total";
+    wait_notifications(&shim, counter(&shim, notes) + 10.0);
+    let before = shim.scrape();
+    for key in &keys {
+        for _ in 0..3 {
+            assert_eq!(verify(&shim, key), 200);
+        }
+    }
+    let after = shim.scrape();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let moved = |series: &str| after.get(series) - before.get(series);
+    let why = || format!("moved meanwhile: {:?}", after.delta(&before, "api_auth_shim_cache"));
+    assert!(moved(notes) >= 5.0, "the neighbour's changes were heard meanwhile; {}", why());
+    assert_eq!(moved("api_auth_shim_cache_misses_total{credential=\"key\"}"), 40.0, "one question per key; {}", why());
+    assert_eq!(moved("api_auth_shim_cache_hits_total{credential=\"key\"}"), 80.0, "the rest from memory; {}", why());
+}
+
 #[test]
 fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
     let dsn = api_auth_tests::fresh_database("cache_commit");
