@@ -8,21 +8,36 @@
 -- triggers, so direct table edits count too; PostgreSQL delivers them only
 -- once the transaction commits, and folds repeats within one transaction.
 -- A change to a preview parent notifies each of its branches too (they
--- authenticate with the parent's keys). A listener forgets every answer about
--- a notified environment, and every negative answer (a new key may now be
--- known). Environment ids are not secrets (they are every
--- token's `sub`); keys never appear.
+-- authenticate with the parent's keys); a change to a row holding a secret
+-- key that another environment also holds notifies that one too (since
+-- 0.4.1). A listener forgets every answer about a notified environment, and
+-- every negative answer (a new key may now be known). Environment ids are not
+-- secrets (they are every token's `sub`); keys never appear.
 
 CREATE FUNCTION api_auth.notify_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     changed text[];
+    new_key text;
 BEGIN
     IF TG_TABLE_NAME = 'runtime_environment' THEN
         changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.id END, CASE WHEN TG_OP <> 'INSERT' THEN OLD.id END];
     ELSE
         changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.runtime_environment_id END,
                          CASE WHEN TG_OP <> 'INSERT' THEN OLD.runtime_environment_id END];
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_key := NEW.api_key;
+    END IF;
+    -- A key another environment also holds (a direct edit: rotation draws
+    -- random keys) may now open this environment instead of that one (a
+    -- current key wins over a grace row, a later window over an earlier
+    -- one): that one's cached answers for the key change too. (A key taken
+    -- away changes only answers cached under this environment.)
+    IF new_key IS NOT NULL THEN
+        changed := changed
+            || ARRAY(SELECT e.id FROM api_auth.runtime_environment e WHERE e.api_key OPERATOR(pg_catalog.=) new_key)
+            || ARRAY(SELECT r.runtime_environment_id FROM api_auth.revoked_api_key r WHERE r.api_key OPERATOR(pg_catalog.=) new_key);
     END IF;
     -- A preview branch authenticates with its parent's keys: a change to the
     -- parent changes the branches' answers too.
@@ -37,7 +52,7 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION api_auth.notify_change() IS
-    'NOTIFY api_auth_changes, payload = an environment id, for every change to runtime_environment or revoked_api_key (delivered at commit), once for the environment and once for each of its preview branches: answer caches forget what they hold about it.';
+    'NOTIFY api_auth_changes, payload = an environment id, for every change to runtime_environment or revoked_api_key (delivered at commit), once for the environment, once for every other environment holding the row''s new secret key (current or in grace), and once for each of their preview branches: answer caches forget what they hold about them.';
 
 CREATE TRIGGER notify_runtime_environment AFTER INSERT OR UPDATE OR DELETE ON api_auth.runtime_environment
     FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();

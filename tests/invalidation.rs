@@ -69,3 +69,47 @@ fn every_change_that_alters_an_answer_notifies_at_commit() {
     db.execute("SELECT * FROM api_auth.create_session_as($1, 'chat', 'foo')", &[&key2]).unwrap();
     assert!(received(&mut listener).is_empty());
 }
+
+/// A key held by two environments at once (only direct table edits can do
+/// that: rotation draws random keys). Which environment the key opens can
+/// then change through the other environment's rows: its current key set to
+/// the key (the current key wins over a grace row), or a grace row for it
+/// ending later than the first one's. A cache holds the earlier answer under
+/// the first environment, so that one must be notified as well.
+#[test]
+fn a_key_shared_by_hand_notifies_every_environment_that_holds_it() {
+    let (dsn, mut db) = fresh("invalidation_shared");
+    let mut listener = connect(&dsn);
+    listener.batch_execute("LISTEN api_auth_changes").unwrap();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let (first, key) = create_environment(&mut db, "first", "PRODUCTION");
+    rotate(&mut db, &first); // `key` is now in grace in `first`
+    let (second, _) = create_environment(&mut db, "second", "PRODUCTION");
+    let (third, _) = create_environment(&mut db, "third", "PRODUCTION");
+    received(&mut listener);
+    assert_eq!(lookup(&mut db, &key, None), Some((first.clone(), "grace".into())));
+
+    db.execute("UPDATE api_auth.runtime_environment SET api_key = $1 WHERE id = $2", &[&key, &second]).unwrap();
+    assert_eq!(lookup(&mut db, &key, None), Some((second.clone(), "current".into())), "the current key wins");
+    assert_eq!(sorted(received(&mut listener)), sorted(vec![first.clone(), second.clone()]), "current key set by hand");
+
+    db.execute(
+        "INSERT INTO api_auth.revoked_api_key (id, api_key, runtime_environment_id, expires_at) \
+         VALUES ('rev_by_hand', $1, $2, now() + interval '30 days')",
+        &[&key, &third],
+    )
+    .unwrap();
+    assert_eq!(
+        sorted(received(&mut listener)),
+        sorted(vec![first.clone(), second.clone(), third.clone()]),
+        "grace row added by hand"
+    );
+    db.execute("UPDATE api_auth.runtime_environment SET api_key = 'tr_prod_other_key_000000000' WHERE id = $1", &[&second])
+        .unwrap();
+    assert_eq!(lookup(&mut db, &key, None), Some((third.clone(), "grace".into())), "the window ending last");
+    assert_eq!(received(&mut listener), [second.clone()], "a key set elsewhere: only that environment");
+}

@@ -1,5 +1,5 @@
 //! Least privilege, search_path safety and the audit trail (issue 6), and the
-//! upgrades from every earlier release (0.1.0, 0.2.0, 0.3.0), with data in the tables.
+//! upgrades from every earlier release (0.1.0 to 0.4.0), with data in the tables.
 
 use api_auth_tests::*;
 

@@ -115,6 +115,52 @@ fn a_busy_neighbour_keeps_no_answer_out_of_the_cache() {
     assert_eq!(moved("api_auth_shim_cache_hits_total{credential=\"key\"}"), 80.0, "the rest from memory; {}", why());
 }
 
+/// A key that two environments hold (a direct table edit; rotation draws
+/// random keys) opens the one whose row wins: here the first's grace row,
+/// until the second is given the key as its current key. The cache kept the
+/// first answer under the first environment, and the second's change must end
+/// it: answered from memory after the change, the key opens the second
+/// environment, as the database says. (Until 0.4.1 only the second was
+/// notified, and the cache kept answering for the first.)
+#[test]
+fn a_key_given_to_another_environment_by_hand_opens_that_one() {
+    let dsn = api_auth_tests::fresh_database("cache_shared_key");
+    let shim = Shim::start_with(&dsn, Opts::default());
+    wait_live(&shim, true);
+    let mut db = connect(&dsn);
+    let (first, key) = create_env_heard(&shim);
+    let (second, _) = create_env_heard(&shim);
+    let notes = "api_auth_shim_cache_notifications_total";
+    let n = counter(&shim, notes);
+    api_auth_tests::rotate(&mut db, &first);
+    wait_notifications(&shim, n + 1.0);
+    let opens = || {
+        let r = shim.get("/api/v1/auth/verify", Some(&key));
+        assert_eq!(r.status, 200);
+        (
+            r.header("x-api-auth-environment-id").unwrap_or("").to_owned(),
+            r.header("x-api-auth-matched-by").unwrap_or("").to_owned(),
+        )
+    };
+    assert_eq!(opens(), (first.clone(), "grace".into()));
+    let hits = "api_auth_shim_cache_hits_total{credential=\"key\"}";
+    let h = counter(&shim, hits);
+    assert_eq!(opens(), (first.clone(), "grace".into()));
+    assert_eq!(counter(&shim, hits), h + 1.0, "the answer is kept");
+
+    db.execute("UPDATE api_auth.runtime_environment SET api_key = $1 WHERE id = $2", &[&key, &second]).unwrap();
+    let found: String = db.query_one("SELECT id FROM api_auth.find_environment_by_api_key($1)", &[&key]).unwrap().get(0);
+    assert_eq!(found, second, "the database: the current key wins");
+    let start = Instant::now();
+    let mut answer = opens();
+    while answer != (second.clone(), "current".into()) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(2));
+        answer = opens();
+    }
+    assert_eq!(answer, (second.clone(), "current".into()), "the cache agrees with the database within 5 s");
+    assert_eq!(opens(), (second.clone(), "current".into()));
+}
+
 #[test]
 fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
     let dsn = api_auth_tests::fresh_database("cache_commit");

@@ -1,0 +1,49 @@
+-- 0.4.1: change notifications for keys held by two environments.
+--
+-- A secret key can be held by two environments at once only through direct
+-- table edits (rotation draws random keys). Which one the key opens can then
+-- change through the other's rows (a current key wins over a grace row, the
+-- window ending last over the others), so a change to a row holding a key
+-- now notifies every environment that holds it as well (sql/invalidation.sql):
+-- an answer cache forgets what it kept for the key under either.
+
+CREATE OR REPLACE FUNCTION api_auth.notify_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    changed text[];
+    new_key text;
+BEGIN
+    IF TG_TABLE_NAME = 'runtime_environment' THEN
+        changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.id END, CASE WHEN TG_OP <> 'INSERT' THEN OLD.id END];
+    ELSE
+        changed := ARRAY[CASE WHEN TG_OP <> 'DELETE' THEN NEW.runtime_environment_id END,
+                         CASE WHEN TG_OP <> 'INSERT' THEN OLD.runtime_environment_id END];
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_key := NEW.api_key;
+    END IF;
+    -- A key another environment also holds (a direct edit: rotation draws
+    -- random keys) may now open this environment instead of that one (a
+    -- current key wins over a grace row, a later window over an earlier
+    -- one): that one's cached answers for the key change too. (A key taken
+    -- away changes only answers cached under this environment.)
+    IF new_key IS NOT NULL THEN
+        changed := changed
+            || ARRAY(SELECT e.id FROM api_auth.runtime_environment e WHERE e.api_key OPERATOR(pg_catalog.=) new_key)
+            || ARRAY(SELECT r.runtime_environment_id FROM api_auth.revoked_api_key r WHERE r.api_key OPERATOR(pg_catalog.=) new_key);
+    END IF;
+    -- A preview branch authenticates with its parent's keys: a change to the
+    -- parent changes the branches' answers too.
+    PERFORM pg_catalog.pg_notify('api_auth_changes', e.id)
+    FROM (SELECT DISTINCT id FROM (
+              SELECT pg_catalog.unnest(changed) AS id
+              UNION ALL
+              SELECT b.id FROM api_auth.runtime_environment b
+              WHERE b.parent_environment_id OPERATOR(pg_catalog.=) ANY (changed)) ids
+          WHERE id IS NOT NULL) e;
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.notify_change() IS
+    'NOTIFY api_auth_changes, payload = an environment id, for every change to runtime_environment or revoked_api_key (delivered at commit), once for the environment, once for every other environment holding the row''s new secret key (current or in grace), and once for each of their preview branches: answer caches forget what they hold about them.';
+
