@@ -78,8 +78,8 @@ fn wait_live(shim: &Shim, live: bool) {
 /// with another environment committing a change every millisecond or so (so
 /// that notifications land while fills are being asked), each key is still
 /// asked of the database once, and answered from memory after that. (When
-/// every notification refused every fill in flight, most of these keys
-/// missed again.)
+/// every notification refused every fill in flight, some of these keys
+/// missed again: five runs out of five failed.)
 #[test]
 fn a_busy_neighbour_keeps_no_answer_out_of_the_cache() {
     let dsn = api_auth_tests::fresh_database("cache_neighbour");
