@@ -1,11 +1,13 @@
--- 0.4.1: change notifications for keys held by two environments.
---
--- A secret key can be held by two environments at once only through direct
--- table edits (rotation draws random keys). Which one the key opens can then
--- change through the other's rows (a current key wins over a grace row, the
--- window ending last over the others), so a change to a row holding a key
--- now notifies every environment that holds it as well (sql/invalidation.sql):
--- an answer cache forgets what it kept for the key under either.
+-- 0.4.1: change notifications for keys held by two environments, and for
+-- TRUNCATE (sql/invalidation.sql).
+-- 1. A secret key can be held by two environments at once only through
+--    direct table edits (rotation draws random keys). Which one the key opens
+--    can then change through the other's rows (a current key wins over a
+--    grace row, the window ending last over the others), so a change to a row
+--    holding a key now notifies every environment that holds it as well: an
+--    answer cache forgets what it kept for the key under either.
+-- 2. TRUNCATE fires no row trigger: a statement trigger on both tables sends
+--    the payload `*` (every environment).
 
 CREATE OR REPLACE FUNCTION api_auth.notify_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
@@ -47,3 +49,19 @@ $fn$;
 COMMENT ON FUNCTION api_auth.notify_change() IS
     'NOTIFY api_auth_changes, payload = an environment id, for every change to runtime_environment or revoked_api_key (delivered at commit), once for the environment, once for every other environment holding the row''s new secret key (current or in grace), and once for each of their preview branches: answer caches forget what they hold about them.';
 
+
+CREATE FUNCTION api_auth.notify_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pg_catalog.pg_notify('api_auth_changes', '*');
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.notify_truncate() IS
+    'NOTIFY api_auth_changes, payload = *, for a TRUNCATE of runtime_environment or revoked_api_key (delivered at commit; a TRUNCATE fires no row trigger): answer caches forget everything.';
+
+CREATE TRIGGER notify_truncate_runtime_environment AFTER TRUNCATE ON api_auth.runtime_environment
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.notify_truncate();
+CREATE TRIGGER notify_truncate_revoked_api_key AFTER TRUNCATE ON api_auth.revoked_api_key
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.notify_truncate();
+REVOKE ALL ON FUNCTION api_auth.notify_truncate() FROM PUBLIC;

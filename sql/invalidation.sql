@@ -11,8 +11,10 @@
 -- authenticate with the parent's keys); a change to a row holding a secret
 -- key that another environment also holds notifies that one too (since
 -- 0.4.1). A listener forgets every answer about a notified environment, and
--- every negative answer (a new key may now be known). Environment ids are not
--- secrets (they are every token's `sub`); keys never appear.
+-- every negative answer (a new key may now be known). TRUNCATE fires no row
+-- trigger: a statement trigger sends the payload `*` instead, which means
+-- every environment (since 0.4.1; no environment id is `*`). Environment ids
+-- are not secrets (they are every token's `sub`); keys never appear.
 
 CREATE FUNCTION api_auth.notify_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
@@ -58,3 +60,18 @@ CREATE TRIGGER notify_runtime_environment AFTER INSERT OR UPDATE OR DELETE ON ap
     FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();
 CREATE TRIGGER notify_revoked_api_key AFTER INSERT OR UPDATE OR DELETE ON api_auth.revoked_api_key
     FOR EACH ROW EXECUTE FUNCTION api_auth.notify_change();
+
+CREATE FUNCTION api_auth.notify_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    PERFORM pg_catalog.pg_notify('api_auth_changes', '*');
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.notify_truncate() IS
+    'NOTIFY api_auth_changes, payload = *, for a TRUNCATE of runtime_environment or revoked_api_key (delivered at commit; a TRUNCATE fires no row trigger): answer caches forget everything.';
+
+CREATE TRIGGER notify_truncate_runtime_environment AFTER TRUNCATE ON api_auth.runtime_environment
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.notify_truncate();
+CREATE TRIGGER notify_truncate_revoked_api_key AFTER TRUNCATE ON api_auth.revoked_api_key
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.notify_truncate();

@@ -113,3 +113,23 @@ fn a_key_shared_by_hand_notifies_every_environment_that_holds_it() {
     assert_eq!(lookup(&mut db, &key, None), Some((third.clone(), "grace".into())), "the window ending last");
     assert_eq!(received(&mut listener), [second.clone()], "a key set elsewhere: only that environment");
 }
+
+/// TRUNCATE fires no row trigger, so it would end every grace window (or
+/// every environment) without a word to the caches. Each TRUNCATE statement
+/// sends one `*`: forget everything.
+#[test]
+fn truncate_notifies_everything() {
+    let (dsn, mut db) = fresh("invalidation_truncate");
+    let mut listener = connect(&dsn);
+    listener.batch_execute("LISTEN api_auth_changes").unwrap();
+    let (env, _) = create_environment(&mut db, "prod", "PRODUCTION");
+    rotate(&mut db, &env);
+    received(&mut listener);
+
+    db.batch_execute("TRUNCATE api_auth.revoked_api_key").unwrap();
+    assert_eq!(received(&mut listener), ["*"], "grace windows truncated");
+    db.batch_execute("TRUNCATE api_auth.runtime_environment CASCADE").unwrap();
+    assert_eq!(received(&mut listener), ["*"], "environments truncated, grace rows and sessions with them: one `*`");
+    let left: i64 = db.query_one("SELECT count(*) FROM api_auth.runtime_environment", &[]).unwrap().get(0);
+    assert_eq!(left, 0);
+}

@@ -86,6 +86,15 @@ impl Answers {
         self.notifications.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A change notification about every environment arrived (a `TRUNCATE`):
+    /// forget everything, counted.
+    pub fn notified_all(&self) {
+        self.min_lsn.store(u64::MAX, Ordering::Release);
+        self.keys.flush();
+        self.tokens.flush();
+        self.notifications.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The primary's WAL position read after the latest notification (or subscription).
     pub fn set_min_lsn(&self, lsn: u64) {
         self.min_lsn.store(lsn, Ordering::Release);

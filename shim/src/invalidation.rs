@@ -4,7 +4,8 @@
 //! answers a change may alter (`sql/invalidation.sql`). This task holds one
 //! connection to the primary (the `DATABASE_URL`, TLS as configured), and for
 //! each notification drops that environment's entries
-//! ([`Answers::notified`]) and then reads `pg_current_wal_lsn()`: a position
+//! ([`Answers::notified`]; every entry for `*`, which a `TRUNCATE` sends,
+//! [`Answers::notified_all`]) and then reads `pg_current_wal_lsn()`: a position
 //! at or past the commit's, which replicas must have replayed before they may
 //! refill the cache.
 //!
@@ -38,6 +39,9 @@ use crate::db;
 
 /// The channel `sql/invalidation.sql` notifies.
 pub const CHANNEL: &str = "api_auth_changes";
+/// The payload that names every environment (a `TRUNCATE`, which fires no
+/// row trigger; no environment id is `*`).
+const EVERY_ENVIRONMENT: &str = "*";
 
 const SUBSCRIBE: &str = "LISTEN api_auth_changes";
 /// After this long without a notification the connection is asked to answer
@@ -162,10 +166,10 @@ async fn subscribe_and_listen(
                 Err(_) => break format!("the listening connection did not answer within {db_timeout:?}"),
             },
         };
-        answers.notified(&environment);
+        apply(answers, &environment);
         // Drain what else arrived meanwhile before paying for the position read.
         while let Ok(more) = notes.try_recv() {
-            answers.notified(&more);
+            apply(answers, &more);
         }
         match tokio::time::timeout(db_timeout, lsn(&client)).await {
             Ok(Ok(position)) => answers.set_min_lsn(position),
@@ -175,4 +179,13 @@ async fn subscribe_and_listen(
     };
     driver.abort();
     Err(lost)
+}
+
+/// One notification: forget its environment's answers, or every answer.
+fn apply(answers: &Answers, payload: &str) {
+    if payload == EVERY_ENVIRONMENT {
+        answers.notified_all();
+    } else {
+        answers.notified(payload);
+    }
 }

@@ -161,6 +161,37 @@ fn a_key_given_to_another_environment_by_hand_opens_that_one() {
     assert_eq!(opens(), (second.clone(), "current".into()));
 }
 
+/// `TRUNCATE` (no row triggers fire) of the grace windows ends every key in
+/// grace at once, and the cache with it: the extension sends `*`, and the
+/// shim forgets everything.
+#[test]
+fn a_truncate_ends_every_cached_answer() {
+    let dsn = api_auth_tests::fresh_database("cache_truncate");
+    let shim = Shim::start_with(&dsn, Opts::default());
+    wait_live(&shim, true);
+    let mut db = connect(&dsn);
+    let (env, key) = create_env_heard(&shim);
+    // Signed with the key that the rotation puts in grace.
+    let token: String = db.query_one("SELECT api_auth.mint_public_jwt($1::text)", &[&key]).unwrap().get(0);
+    let notes = "api_auth_shim_cache_notifications_total";
+    let n = counter(&shim, notes);
+    let (current, _) = api_auth_tests::rotate(&mut db, &env);
+    wait_notifications(&shim, n + 1.0);
+    for credential in [&key, &current, &token] {
+        assert_eq!(verify(&shim, credential), 200);
+    }
+    let hits = |kind: &str| counter(&shim, &format!("api_auth_shim_cache_hits_total{{credential=\"{kind}\"}}"));
+    let (h, t) = (hits("key"), hits("token"));
+    assert_eq!(verify(&shim, &key), 200);
+    assert_eq!(verify(&shim, &token), 200);
+    assert_eq!((hits("key"), hits("token")), (h + 1.0, t + 1.0), "the key in grace and its token are answered from memory");
+
+    db.batch_execute("TRUNCATE api_auth.revoked_api_key").unwrap();
+    until_status(&shim, &key, 401, Duration::from_secs(5));
+    assert_eq!(verify(&shim, &token), 401, "signed with the key whose window the truncate ended");
+    assert_eq!(verify(&shim, &current), 200, "the current key still opens");
+}
+
 #[test]
 fn hits_ask_nothing_and_every_commit_ends_what_it_changed() {
     let dsn = api_auth_tests::fresh_database("cache_commit");
