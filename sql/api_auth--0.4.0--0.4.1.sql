@@ -8,6 +8,7 @@
 --    answer cache forgets what it kept for the key under either.
 -- 2. TRUNCATE fires no row trigger: a statement trigger on both tables sends
 --    the payload `*` (every environment).
+-- 3. The audit trail records TRUNCATEs of both tables (sql/security.sql).
 
 CREATE OR REPLACE FUNCTION api_auth.notify_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
@@ -65,3 +66,29 @@ CREATE TRIGGER notify_truncate_runtime_environment AFTER TRUNCATE ON api_auth.ru
 CREATE TRIGGER notify_truncate_revoked_api_key AFTER TRUNCATE ON api_auth.revoked_api_key
     FOR EACH STATEMENT EXECUTE FUNCTION api_auth.notify_truncate();
 REVOKE ALL ON FUNCTION api_auth.notify_truncate() FROM PUBLIC;
+
+ALTER TABLE api_auth.audit_event DROP CONSTRAINT audit_event_action_check;
+ALTER TABLE api_auth.audit_event ADD CONSTRAINT audit_event_action_check CHECK (action IN (
+    'environment_created', 'environment_updated', 'environment_deleted',
+    'key_rotated', 'expiry_changed',
+    'revoked_key_deleted', 'revoked_keys_purged', 'table_truncated'));
+COMMENT ON TABLE api_auth.audit_event IS
+    'Append-only trail of environment creations, changes (keys, archiving; never the key itself) and deletions, rotations, grace-window changes and purges, and truncations of either table: who (database_user; actor = the shim''s admin identity, from the api_auth.audit_actor setting), when, which environment and grace row, old and new expires_at. Rows carried over by a restore are not new events and write none.';
+
+CREATE FUNCTION api_auth.audit_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    INSERT INTO api_auth.audit_event (action, actor, detail)
+    VALUES ('table_truncated', nullif(pg_catalog.current_setting('api_auth.audit_actor', true), ''),
+            pg_catalog.jsonb_build_object('table', TG_TABLE_NAME));
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.audit_truncate() IS
+    'Writes an api_auth.audit_event row (table_truncated, detail.table) for a TRUNCATE of runtime_environment or revoked_api_key, which fires no row trigger.';
+
+CREATE TRIGGER audit_truncate_runtime_environment AFTER TRUNCATE ON api_auth.runtime_environment
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.audit_truncate();
+CREATE TRIGGER audit_truncate_revoked_api_key AFTER TRUNCATE ON api_auth.revoked_api_key
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.audit_truncate();
+REVOKE ALL ON FUNCTION api_auth.audit_truncate() FROM PUBLIC;

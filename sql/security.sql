@@ -57,7 +57,7 @@ CREATE TABLE api_auth.audit_event (
     action                 text NOT NULL CHECK (action IN (
                                'environment_created', 'environment_updated', 'environment_deleted',
                                'key_rotated', 'expiry_changed',
-                               'revoked_key_deleted', 'revoked_keys_purged')),
+                               'revoked_key_deleted', 'revoked_keys_purged', 'table_truncated')),
     database_user          text NOT NULL DEFAULT session_user,
     actor                  text,
     runtime_environment_id text,
@@ -73,7 +73,7 @@ SELECT pg_catalog.pg_extension_config_dump('api_auth.audit_event', '');
 -- not take an id the restored trail already holds.
 SELECT pg_catalog.pg_extension_config_dump('api_auth.audit_event_id_seq', '');
 COMMENT ON TABLE api_auth.audit_event IS
-    'Append-only trail of environment creations, changes (keys, archiving; never the key itself) and deletions, rotations, grace-window changes and purges: who (database_user; actor = the shim''s admin identity, from the api_auth.audit_actor setting), when, which environment and grace row, old and new expires_at. Rows carried over by a restore are not new events and write none.';
+    'Append-only trail of environment creations, changes (keys, archiving; never the key itself) and deletions, rotations, grace-window changes and purges, and truncations of either table: who (database_user; actor = the shim''s admin identity, from the api_auth.audit_actor setting), when, which environment and grace row, old and new expires_at. Rows carried over by a restore are not new events and write none.';
 
 CREATE FUNCTION api_auth.audit_trigger() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
@@ -149,6 +149,25 @@ CREATE TRIGGER audit_runtime_environment AFTER INSERT OR UPDATE OR DELETE ON api
     FOR EACH ROW EXECUTE FUNCTION api_auth.audit_trigger();
 CREATE TRIGGER audit_revoked_api_key AFTER INSERT OR DELETE OR UPDATE OF expires_at ON api_auth.revoked_api_key
     FOR EACH ROW EXECUTE FUNCTION api_auth.audit_trigger();
+
+-- TRUNCATE fires no row trigger: one event per table truncated (a CASCADE
+-- fires it for each table it empties).
+CREATE FUNCTION api_auth.audit_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    INSERT INTO api_auth.audit_event (action, actor, detail)
+    VALUES ('table_truncated', nullif(pg_catalog.current_setting('api_auth.audit_actor', true), ''),
+            pg_catalog.jsonb_build_object('table', TG_TABLE_NAME));
+    RETURN NULL;
+END
+$fn$;
+COMMENT ON FUNCTION api_auth.audit_truncate() IS
+    'Writes an api_auth.audit_event row (table_truncated, detail.table) for a TRUNCATE of runtime_environment or revoked_api_key, which fires no row trigger.';
+
+CREATE TRIGGER audit_truncate_runtime_environment AFTER TRUNCATE ON api_auth.runtime_environment
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.audit_truncate();
+CREATE TRIGGER audit_truncate_revoked_api_key AFTER TRUNCATE ON api_auth.revoked_api_key
+    FOR EACH STATEMENT EXECUTE FUNCTION api_auth.audit_truncate();
 
 CREATE VIEW api_auth.recent_audit_events AS
 SELECT occurred_at, action, database_user, actor, runtime_environment_id, revoked_api_key_id,

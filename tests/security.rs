@@ -228,6 +228,40 @@ fn audit_trail_records_every_change_without_keys() {
     assert_eq!(leaked, 0, "an audit row contains a key");
 }
 
+/// TRUNCATE fires no row trigger: without a statement trigger of its own it
+/// would end every grace window, or every environment, without a trace.
+#[test]
+fn a_truncate_is_audited() {
+    let (_, mut db) = fresh("audit_truncate");
+    db.batch_execute("SET api_auth.audit_actor = 'dba:incident-42'").unwrap();
+    let (env, _) = create_environment(&mut db, "prod", "PRODUCTION");
+    rotate(&mut db, &env);
+    let trail = |db: &mut Client| -> Vec<(String, String, Option<String>, Option<String>)> {
+        db.query(
+            "SELECT action, database_user, actor, detail->>'table' FROM api_auth.audit_event              WHERE action NOT IN ('environment_created', 'key_rotated') ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+    };
+    let truncated = |table: &str| {
+        ("table_truncated".to_string(), "postgres".to_string(), Some("dba:incident-42".to_string()), Some(table.to_string()))
+    };
+
+    db.batch_execute("TRUNCATE api_auth.revoked_api_key").unwrap();
+    assert_eq!(trail(&mut db), [truncated("revoked_api_key")]);
+    db.batch_execute("TRUNCATE api_auth.runtime_environment CASCADE").unwrap();
+    let mut after = trail(&mut db);
+    after[1..].sort();
+    assert_eq!(
+        after,
+        [truncated("revoked_api_key"), truncated("revoked_api_key"), truncated("runtime_environment")],
+        "the cascade truncates the grace rows too"
+    );
+}
+
 /// The catalog of an api_auth install: functions (signature, result, security,
 /// settings, privileges), tables, row types and their columns, views,
 /// triggers, indexes, constraints, dumped tables and comments.
