@@ -9,7 +9,9 @@
 //!   routes in one paced stream, taking turns request by request, at a
 //!   quarter and at half of the floor's throughput, with the floor in the
 //!   stream twice; how far apart its two copies come out is the noise the
-//!   verdict allows (closed-loop p99s mostly measure queue depth, and
+//!   verdict allows, and once more carrying a key's `Authorization` header,
+//!   which says how much of a verify's extra latency the credential's bytes
+//!   alone account for (closed-loop p99s mostly measure queue depth, and
 //!   separate paced runs differed more between rounds than between routes);
 //! - the miss path: every request a different key (a cache far smaller than
 //!   the key set) vs the shim with `--cache-size 0` on the same keys (target:
@@ -241,6 +243,12 @@ fn print_table(doc: &Value, conns: usize) {
             e["cache_misses"],
             e["verify_requests"],
         );
+        println!(
+            "      the floor carrying a key's Authorization header (the credential's bytes alone): p50 / p99 {:.0} / {:.0} us, p99 vs floor {:.3}x",
+            f(&e["healthz_key_header_p50_us"]),
+            f(&e["healthz_key_header_p99_us"]),
+            f(&e["healthz_key_header_p99_vs_healthz"]),
+        );
     }
     let m = &doc["miss_path"];
     println!(
@@ -336,11 +344,14 @@ fn measure(
     //     request by request, so each sees the same moments and the same
     //     load: what differs is what a request of each costs. The floor runs
     //     twice in the stream (A and B): how far apart two copies of the same
-    //     route come out is the measurement's own noise.
+    //     route come out is the measurement's own noise. It runs a third time
+    //     carrying a key's `Authorization` header (ignored by `/healthz`): the
+    //     share of a verify's extra latency that the credential's bytes alone
+    //     cost, before any work on them.
     let mut mixed = Vec::new();
     for (share, label) in [(4.0, "quarter"), (2.0, "half")] {
         let rate = (median(&rps("healthz")) / share).round();
-        let routes = [("/healthz", &none), (verify, hot), (verify, tokens), ("/healthz", &none)]
+        let routes = [("/healthz", &none), (verify, hot), (verify, tokens), ("/healthz", &none), ("/healthz", hot)]
             .map(|(path, creds)| load::Route::new(path, creds))
             .to_vec();
         let misses = |kind: &str| metric(cached, &format!("api_auth_shim_cache_misses_total{{credential=\"{kind}\"}}"));
@@ -349,11 +360,12 @@ fn measure(
         for round in 0..s.runs {
             let r = load::run_mixed(&load::LoadSpec { rate: Some(rate), ..load_of(cached, routes.clone(), s.secs) });
             log(format!(
-                "  mixed round {}/{} at {rate:.0} req/s ({label} of the floor)  p99 healthz {:.0} / {:.0} us, key {:.0} us, token {:.0} us",
+                "  mixed round {}/{} at {rate:.0} req/s ({label} of the floor)  p99 healthz {:.0} / {:.0} us (with a key's header {:.0} us), key {:.0} us, token {:.0} us",
                 round + 1,
                 s.runs,
                 r[0].p99_us,
                 r[3].p99_us,
+                r[4].p99_us,
                 r[1].p99_us,
                 r[2].p99_us
             ));
@@ -378,7 +390,9 @@ fn measure(
             "key_p50_us": at(1, |r| r.p50_us), "key_p99_us": at(1, |r| r.p99_us),
             "token_p50_us": at(2, |r| r.p50_us), "token_p99_us": at(2, |r| r.p99_us),
             "healthz_b_p99_us": at(3, |r| r.p99_us),
+            "healthz_key_header_p50_us": at(4, |r| r.p50_us), "healthz_key_header_p99_us": at(4, |r| r.p99_us),
             "key_p99_vs_healthz": ratio(1), "token_p99_vs_healthz": ratio(2), "healthz_b_p99_vs_healthz": ratio(3),
+            "healthz_key_header_p99_vs_healthz": ratio(4),
             // How far apart two copies of the same route come out in one round (median over rounds).
             "noise": median(&ratios(3).iter().map(|x| (x - 1.0).abs()).collect::<Vec<_>>()),
             "rounds": rounds.iter().map(|r| r.iter().map(load::LoadResult::to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
