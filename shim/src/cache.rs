@@ -468,10 +468,8 @@ impl<V> Inner<V> {
                 self.ghosts.remove(&old);
             }
         }
-        if self.ghost.len() > 2 * self.ghosts.len() + 64 {
-            let ghosts = &self.ghosts;
-            self.ghost.retain(|(k, turn)| ghosts.get(k) == Some(turn));
-        }
+        let ghosts = &self.ghosts;
+        compact(&mut self.ghost, ghosts.len(), |(k, turn)| ghosts.get(k) == Some(turn));
     }
 
     /// Drop one entry (its queue slot goes stale and is skipped later; queues
@@ -495,10 +493,17 @@ impl<V> Inner<V> {
             Segment::Main => &mut self.main,
             Segment::Negative => &mut self.negative,
         };
-        if q.len() > 2 * live + 64 {
-            q.retain(|k| entries.get(k).is_some_and(|e| e.segment == s));
-        }
+        compact(q, live, |k| entries.get(k).is_some_and(|e| e.segment == s));
         true
+    }
+}
+
+/// Drop a queue's stale slots (those `is_live` refuses) once they outnumber
+/// its `live` ones: stale slots are skipped where they are met, and this
+/// bounds how many can pile up.
+fn compact<T>(queue: &mut VecDeque<T>, live: usize, is_live: impl FnMut(&T) -> bool) {
+    if queue.len() > 2 * live + 64 {
+        queue.retain(is_live);
     }
 }
 
