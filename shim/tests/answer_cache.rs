@@ -23,12 +23,18 @@ fn counter(shim: &Shim, series: &str) -> f64 {
 
 /// Poll until `verify` answers `want` (at most `within`); how long it took.
 fn until_status(shim: &Shim, credential: &str, want: u16, within: Duration) -> Duration {
+    until(want, within, || verify(shim, credential))
+}
+
+/// Poll `ask` until it answers `want` (at most `within`); how long it took.
+fn until<T: PartialEq + std::fmt::Debug>(want: T, within: Duration, mut ask: impl FnMut() -> T) -> Duration {
     let start = Instant::now();
     loop {
-        if verify(shim, credential) == want {
+        let got = ask();
+        if got == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "verify did not answer {want} within {within:?}");
+        assert!(start.elapsed() < within, "did not answer {want:?} within {within:?} (last: {got:?})");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -151,13 +157,8 @@ fn a_key_given_to_another_environment_by_hand_opens_that_one() {
     db.execute("UPDATE api_auth.runtime_environment SET api_key = $1 WHERE id = $2", &[&key, &second]).unwrap();
     let found: String = db.query_one("SELECT id FROM api_auth.find_environment_by_api_key($1)", &[&key]).unwrap().get(0);
     assert_eq!(found, second, "the database: the current key wins");
-    let start = Instant::now();
-    let mut answer = opens();
-    while answer != (second.clone(), "current".into()) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(2));
-        answer = opens();
-    }
-    assert_eq!(answer, (second.clone(), "current".into()), "the cache agrees with the database within 5 s");
+    // The cache agrees with the database within 5 s.
+    until((second.clone(), "current".to_string()), Duration::from_secs(5), opens);
     assert_eq!(opens(), (second.clone(), "current".into()));
 }
 
